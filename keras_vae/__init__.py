@@ -1,0 +1,38 @@
+"""keras_vae: variational autoencoders with calibrated decoders, on Keras 3 and TFP.
+
+Example:
+
+>>> import keras_vae as kv
+>>> vae = kv.build_vae((28, 28, 1), network="conv", likelihood="optimal")
+>>> vae.likelihood.sigma
+'optimal'
+"""
+
+import os as _os
+
+_os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from keras_vae import annealing, data, layers, likelihoods, networks, objectives, posteriors  # noqa: E402
+from keras_vae.layers import OptimalSigma, SoftClip  # noqa: E402
+from keras_vae.likelihoods import Bernoulli, Gaussian  # noqa: E402
+from keras_vae.models import VAE, build_vae  # noqa: E402
+from keras_vae.posteriors import DiagonalGaussian  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VAE",
+    "Bernoulli",
+    "DiagonalGaussian",
+    "Gaussian",
+    "OptimalSigma",
+    "SoftClip",
+    "annealing",
+    "build_vae",
+    "data",
+    "layers",
+    "likelihoods",
+    "networks",
+    "objectives",
+    "posteriors",
+]
