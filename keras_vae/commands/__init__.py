@@ -1,0 +1,1 @@
+"""Command-line commands, one module each, each with its own absl flags and `main(argv)`."""
