@@ -1,0 +1,304 @@
+"""`SpatialVAE`: a VAE whose latent is an `(h, w, c)` map (latent-diffusion style).
+
+The encoder downsamples by `downsampling` (8 by default) to a feature map; a
+1x1 convolution gives a diagonal Gaussian per latent pixel; the decoder maps
+the latent map back to likelihood parameters. The KL weight defaults to a very
+small 1e-6, so the model is close to a calibrated autoencoder whose latent
+is smooth enough for a second-stage prior (a diffusion model, say); `sample`
+draws z ~ N(0, I) and so gives poor images at such a small beta.
+
+References:
+    Rombach et al. High-Resolution Image Synthesis with Latent Diffusion
+    Models. CVPR 2022. arXiv:2112.10752.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow_probability as tfp
+from keras import layers, ops
+
+from keras_vae import likelihoods as likelihoods_lib
+from keras_vae.models.vae import VAE
+from keras_vae.networks import _check_image_shape, _crop_to
+
+tfd = tfp.distributions
+
+
+def _num_stages(downsampling: int) -> int:
+    stages = int(round(math.log2(downsampling))) if downsampling > 0 else -1
+    if stages < 1 or 2**stages != downsampling:
+        raise ValueError(f"Expected downsampling to be a power of two >= 2. Received: downsampling={downsampling!r}")
+    return stages
+
+
+def latent_map_shape(image_shape, downsampling: int, channels: int) -> tuple[int, int, int]:
+    """The latent map shape `(ceil(H / d), ceil(W / d), channels)` for images `(H, W, C)`.
+
+    Example:
+
+    >>> latent_map_shape((28, 28, 1), downsampling=8, channels=4)
+    (4, 4, 4)
+    """
+    height, width, _ = _check_image_shape(image_shape, "image_shape")
+    _num_stages(downsampling)
+    return (math.ceil(height / downsampling), math.ceil(width / downsampling), channels)
+
+
+def spatial_encoder(input_shape, downsampling: int = 8, filters: int = 32, name: str = "spatial_encoder") -> keras.Model:
+    """Conv(filters, k3) then one Conv(k4, stride 2) per halving, ReLU: images to a feature map.
+
+    Args:
+        input_shape: `(height, width, channels)`.
+        downsampling: A power of two: the map is `ceil(H / d) x ceil(W / d)`. Defaults to 8.
+        filters: Width of the first layer; each stage doubles it, up to 4x. Defaults to 32.
+        name: Model name. Defaults to `"spatial_encoder"`.
+
+    Returns:
+        A functional `keras.Model` from images to `(batch, ceil(H/d), ceil(W/d), F)`.
+
+    Example:
+
+    >>> spatial_encoder((28, 28, 1), downsampling=8).output_shape
+    (None, 4, 4, 128)
+    """
+    shape = _check_image_shape(input_shape, "input_shape")
+    x_in = keras.Input(shape, name="x")
+    x = layers.Conv2D(filters, 3, padding="same", activation="relu")(x_in)
+    for stage in range(_num_stages(downsampling)):
+        width = filters * 2 ** min(stage + 1, 2)
+        x = layers.Conv2D(width, 4, strides=2, padding="same", activation="relu")(x)
+    return keras.Model(x_in, x, name=name)
+
+
+def spatial_decoder(
+    output_shape,
+    latent_channels: int = 4,
+    params_per_channel: int = 1,
+    downsampling: int = 8,
+    filters: int = 32,
+    name: str = "spatial_decoder",
+) -> keras.Model:
+    """The mirror of `spatial_encoder`: a latent map to likelihood parameters.
+
+    Conv(k3) then one ConvTranspose(k4, stride 2) per doubling, ReLU, a final
+    Conv(k3) to `C * params_per_channel`, cropped to the image size.
+
+    Example:
+
+    >>> spatial_decoder((28, 28, 1), latent_channels=4, params_per_channel=2).output_shape
+    (None, 28, 28, 2)
+    """
+    height, width, channels = _check_image_shape(output_shape, "output_shape")
+    stages = _num_stages(downsampling)
+    z = keras.Input(latent_map_shape(output_shape, downsampling, latent_channels), name="z")
+    x = layers.Conv2D(filters * 4, 3, padding="same", activation="relu")(z)
+    for stage in reversed(range(stages)):
+        x = layers.Conv2DTranspose(filters * 2 ** min(stage, 2), 4, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2D(channels * params_per_channel, 3, padding="same")(x)
+    return keras.Model(z, _crop_to(x, height, width), name=name)
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class SpatialDiagonalGaussian(keras.layers.Layer):
+    """A diagonal Gaussian per latent pixel: a 1x1 convolution to mean and raw scale.
+
+    Args:
+        latent_channels: Channels of the latent map.
+        min_scale: Floor of the posterior scale. Defaults to 1e-4.
+
+    Call arguments:
+        features: An encoder feature map `(batch, h, w, F)`.
+
+    Returns:
+        `(loc, scale)`, each `(batch, h, w, latent_channels)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> q = SpatialDiagonalGaussian(4).distribution(np.zeros((2, 3, 3, 8), "float32"))
+    >>> q.batch_shape.as_list(), q.event_shape.as_list()
+    ([2, 3, 3], [4])
+    """
+
+    def __init__(self, latent_channels: int, min_scale: float = 1e-4, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(latent_channels, int) or isinstance(latent_channels, bool) or latent_channels < 1:
+            raise ValueError(f"Expected a positive integer. Received: latent_channels={latent_channels!r}")
+        self.latent_channels = latent_channels
+        self.min_scale = float(min_scale)
+        self.conv = layers.Conv2D(2 * latent_channels, 1, name="loc_and_scale")
+
+    def build(self, features_shape):
+        self.conv.build(features_shape)
+
+    def call(self, features):
+        loc, raw_scale = ops.split(self.conv(features), 2, axis=-1)
+        return loc, ops.softplus(raw_scale) + self.min_scale
+
+    def compute_output_shape(self, features_shape):
+        shape = (*features_shape[:-1], self.latent_channels)
+        return shape, shape
+
+    def distribution(self, features) -> tfd.MultivariateNormalDiag:
+        """q(z|x): batch shape `(batch, h, w)`, event `(latent_channels,)`."""
+        loc, scale = self(features)
+        return tfd.MultivariateNormalDiag(loc=loc, scale_diag=scale)
+
+    def get_config(self):
+        return {**super().get_config(), "latent_channels": self.latent_channels, "min_scale": self.min_scale}
+
+
+def _sum_latent(values):
+    """Sums a per-dimension tensor `(batch, ...)` over all but the batch axis."""
+    return ops.sum(ops.reshape(values, (ops.shape(values)[0], -1)), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class SpatialVAE(VAE):
+    """A VAE with an `(h, w, latent_dim)` latent map and a tiny KL weight.
+
+    Same loss, metrics and likelihoods as `VAE` (KL summed over the whole
+    map); `encode` and `decode` keep the spatial shape.
+
+    Args:
+        encoder: A functional model from images `(H, W, C)` to a feature map `(h, w, F)`.
+        decoder: A functional model from `(h, w, latent_dim)` to `(H, W, C * params_per_channel)`.
+        latent_dim: Channels of the latent map. Defaults to 4.
+        likelihood: A `Likelihood` or a name. Defaults to `"optimal"`.
+        beta: KL weight. Defaults to 1e-6.
+        free_bits: Per-dimension KL floor in nats. Defaults to 0.0.
+        posterior: Defaults to `SpatialDiagonalGaussian(latent_dim)`.
+        seed: Seed for the sampling noise. Defaults to None.
+
+    Example:
+
+    >>> import keras_vae as kv
+    >>> vae = build_spatial_vae((16, 16, 1), latent_dim=4, downsampling=4)
+    >>> vae.latent_shape
+    (4, 4, 4)
+    >>> vae.sample(2).shape
+    TensorShape([2, 16, 16, 1])
+    """
+
+    def __init__(
+        self,
+        encoder: keras.Model,
+        decoder: keras.Model,
+        latent_dim: int = 4,
+        likelihood="optimal",
+        beta: float = 1e-6,
+        free_bits: float = 0.0,
+        posterior: keras.layers.Layer | None = None,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        if posterior is None and isinstance(latent_dim, int) and latent_dim > 0:
+            posterior = SpatialDiagonalGaussian(latent_dim)
+        super().__init__(encoder, decoder, latent_dim, likelihood, beta, free_bits, posterior, seed, **kwargs)
+
+    def _check_networks(self) -> tuple[int, int, int]:
+        try:
+            image_shape = tuple(self.encoder.input_shape[1:])
+            features = tuple(self.encoder.output_shape[1:])
+            decoder_in = tuple(self.decoder.input_shape[1:])
+            decoder_out = tuple(self.decoder.output_shape[1:])
+        except (AttributeError, ValueError) as error:
+            raise ValueError("SpatialVAE needs a built encoder and decoder, e.g. from spatial_encoder.") from error
+        if len(image_shape) != 3 or None in image_shape:
+            raise ValueError(f"Expected the encoder input to be (height, width, channels). Received: {image_shape}")
+        if len(features) != 3:
+            raise ValueError(f"Expected the encoder to output a feature map (h, w, F). Received: {features}")
+        self.latent_shape = (*features[:2], self.latent_dim)
+        if decoder_in != self.latent_shape:
+            raise ValueError(
+                f"The decoder takes inputs of shape {decoder_in}, but the latent map is {self.latent_shape}."
+            )
+        expected_out = (*image_shape[:2], image_shape[2] * self.likelihood.params_per_channel)
+        if decoder_out != expected_out:
+            raise ValueError(
+                f"The decoder outputs {decoder_out}, but {self.likelihood.__class__.__name__} on images "
+                f"{image_shape} needs {expected_out}."
+            )
+        return image_shape
+
+    def _checked_latent(self, z):
+        z = ops.convert_to_tensor(z, "float32")
+        if tuple(z.shape[1:]) != self.latent_shape:
+            raise ValueError(
+                f"Expected z of shape (batch, {', '.join(map(str, self.latent_shape))}). Received: z.shape={tuple(z.shape)}"
+            )
+        return z
+
+    def decode(self, z):
+        """Returns `(mean, sigma)` of p(x|z) for latent maps `z` `(batch, h, w, latent_dim)`."""
+        params = self.decoder(self._checked_latent(z), training=False)
+        return self.likelihood.mean(params), self.likelihood.stddev(params)
+
+    def sample(self, num_samples: int):
+        """Decoder means at `num_samples` latent maps z ~ N(0, I): `(num_samples, H, W, C)`."""
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+            raise ValueError(f"Expected a positive integer. Received: num_samples={num_samples!r}")
+        z = keras.random.normal((num_samples, *self.latent_shape), seed=self.seed_generator)
+        return self.decode(z)[0]
+
+    def elbo(self, x):
+        """The one-sample ELBO of each image, `(batch,)` nats, at beta = 1."""
+        terms = self.compute_terms(self._checked(x), training=False)
+        return terms["log_likelihood"] - _sum_latent(terms["kl_per_dim"])
+
+    def elbo_with_running_sigma(self, x):
+        """Like `elbo`, but optimal modes use the running sigma."""
+        x = self._checked(x)
+        q = self.posterior.distribution(self.encoder(x, training=False))
+        z = q.loc + q.stddev() * keras.random.normal(ops.shape(q.loc), seed=self.seed_generator)
+        log_likelihood = self.likelihood.distribution(self.decoder(z, training=False)).log_prob(x)
+        factors = tfd.Normal(loc=q.loc, scale=q.stddev())
+        return log_likelihood - _sum_latent(tfd.kl_divergence(factors, tfd.Normal(0.0, 1.0)))
+
+
+def build_spatial_vae(
+    input_shape,
+    network: str = "conv",
+    latent_dim: int = 4,
+    likelihood="optimal",
+    sigma: float | None = None,
+    beta: float = 1e-6,
+    free_bits: float = 0.0,
+    seed: int | None = None,
+    downsampling: int = 8,
+    filters: int = 32,
+) -> SpatialVAE:
+    """Builds a `SpatialVAE` with `spatial_encoder` / `spatial_decoder`.
+
+    Args:
+        input_shape: Image shape `(height, width, channels)`.
+        network: Only `"conv"` (accepted for a common builder signature).
+        latent_dim: Channels of the latent map. Defaults to 4.
+        likelihood: A `Likelihood` or a name. Defaults to `"optimal"`.
+        sigma: Fixed sigma of `"gaussian"`. Defaults to 1.0.
+        beta: KL weight. Defaults to 1e-6.
+        free_bits: Per-dimension KL floor. Defaults to 0.0.
+        seed: Sampling seed. Defaults to None.
+        downsampling: Power-of-two downsampling factor. Defaults to 8.
+        filters: Width of the first encoder layer. Defaults to 32.
+
+    Example:
+
+    >>> build_spatial_vae((28, 28, 1)).latent_shape
+    (4, 4, 4)
+    """
+    if network != "conv":
+        raise ValueError(f"SpatialVAE uses convolutional networks only. Received: network={network!r}")
+    likelihood = likelihoods_lib.get(likelihood, sigma=sigma)
+    return SpatialVAE(
+        encoder=spatial_encoder(input_shape, downsampling, filters),
+        decoder=spatial_decoder(input_shape, latent_dim, likelihood.params_per_channel, downsampling, filters),
+        latent_dim=latent_dim,
+        likelihood=likelihood,
+        beta=beta,
+        free_bits=free_bits,
+        seed=seed,
+    )
