@@ -1,0 +1,423 @@
+"""Export a trained `VAE` for serving: SavedModel (TF Serving layout) and TFLite (LiteRT).
+
+`saved_model` writes `base_dir/name/version/saved_model.pb` through
+`keras.export.ExportArchive` with these signatures (`None` is the batch):
+
+- `decode(z: (None, latent_dim)) -> {mean, sigma}`: the decoder mean and the
+  calibrated decoder sigma of the trained model, broadcast to
+  `(None, H, W, C)`; a Bernoulli decoder returns `{mean, probs}` instead.
+  `serving_default` is `decode`.
+- `encode(x: (None, H, W, C)) -> {mean, stddev}`: q(z|x), `(None, latent_dim)` each.
+- `sample(num_samples: (1,) int32) -> {images}`: decoder means at
+  `num_samples[0]` fresh draws z ~ N(0, I) (`tf.random.normal`, new every call).
+- `reconstruct(x) -> {mean}`: the decoder mean at the posterior mean.
+- `elbo(x) -> {elbo}`: a one-sample ELBO estimate of each image in nats, with
+  the model's running (calibrated) sigma, so scores do not depend on the
+  batch (`VAE.elbo_with_running_sigma`).
+
+`tflite` converts chosen signatures to one `.tflite` file with TFLite builtin
+ops only (what the Python LiteRT runtime runs), optionally float16 or
+dynamic-range quantized.
+
+Example:
+
+>>> import tempfile, numpy as np, keras_vae as kv
+>>> vae = kv.build_vae((8, 8, 1), network="mlp", latent_dim=2, likelihood="bernoulli")
+>>> folder = kv.export.saved_model(vae, tempfile.mkdtemp(), version=3)
+>>> folder.name, sorted(p.name for p in folder.iterdir())
+('3', ['assets', 'fingerprint.pb', 'saved_model.pb', 'variables'])
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from keras_vae.likelihoods import Bernoulli
+from keras_vae.models.vae import VAE
+from keras_vae.posteriors import kl_per_dimension
+
+SIGNATURES = ("decode", "encode", "sample", "reconstruct", "elbo")
+QUANTIZATIONS = (None, "float16", "dynamic")
+
+
+# ------------------------------------------------------------------ checks
+def check_exportable(model) -> VAE:
+    """Returns `model` if it is a built `VAE` whose decoder sigma is calibrated.
+
+    An optimal-sigma model that never trained has a running MSE of zero, so
+    its served sigma would be the soft-clip floor (exp(-6)), not a calibrated
+    one: that is refused. Other likelihoods cannot tell "untrained" from
+    "weights loaded by hand", so they are exported as they are.
+
+    Raises:
+        TypeError: If `model` is not a `keras_vae.VAE`.
+        ValueError: If it is not built, or is an untrained optimal-sigma model.
+    """
+    if not isinstance(model, VAE):
+        raise TypeError(f"Expected a keras_vae.VAE. Received: model of type {type(model).__name__}")
+    if not model.built or not model.likelihood.built or not model.posterior.built:
+        raise ValueError("The VAE is not built: build it (or call it on a batch of images) before exporting.")
+    optimal = getattr(model.likelihood, "optimal_sigma", None)
+    if optimal is not None and float(optimal.num_updates.numpy()) == 0.0:
+        raise ValueError(
+            f"The VAE's likelihood has sigma={model.likelihood.sigma!r} but has never been trained, so it "
+            "has no calibrated (running-average) sigma to export. Train it with model.fit first."
+        )
+    return model
+
+
+def _check_version(version) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"Expected version to be a positive integer (TF Serving folder name). Received: version={version!r}")
+    return version
+
+
+def _check_name(name) -> str:
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"Expected name to be a plain folder name like 'vae'. Received: name={name!r}")
+    return name
+
+
+# -------------------------------------------------------------- signatures
+def _fresh_normal(shape):
+    """`tf.random.normal`'s op with seed=0, seed2=0: fresh noise in every loaded process.
+
+    `tf.random.normal` would bake in op seeds derived from a global seed
+    (`keras.utils.set_random_seed`), so every restarted server would replay
+    the same draws; seeds (0, 0) ask TensorFlow and LiteRT for random seeds.
+    """
+    return tf.raw_ops.RandomStandardNormal(shape=shape, dtype=tf.float32, seed=0, seed2=0)
+
+
+def _checked(tensor, spec: tf.TensorSpec):
+    """Adds an in-graph check that `tensor` has the shape of `spec` (any batch).
+
+    Python callers of a loaded signature get it from TensorFlow already; TF
+    Serving feeds tensors straight into the graph, so this check is what
+    turns a wrong shape into a clear error there instead of garbage. (The
+    TFLite converter drops it; use `litert_runner` for checked LiteRT calls.)
+    """
+    expected = [-1 if dim is None else dim for dim in spec.shape.as_list()]
+    shape = tf.shape(tensor, out_type=tf.int32)
+    same_rank = tf.equal(tf.size(shape), len(expected))
+    padded = tf.concat([shape, tf.fill([len(expected)], -2)], axis=0)[: len(expected)]
+    same_dims = tf.reduce_all(tf.logical_or(tf.equal(padded, expected), tf.equal(expected, -1)))
+    shown = "(" + ", ".join("batch" if dim == -1 else str(dim) for dim in expected) + ")"
+    check = tf.debugging.Assert(
+        tf.logical_and(same_rank, same_dims),
+        [f"Expected {spec.name} of shape {shown}. Received shape:", shape],
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(tensor)
+
+
+def signature_functions(model: VAE) -> dict[str, tuple]:
+    """The exported functions: `{name: (fn, input_signature)}`, `decode` first.
+
+    Each function checks its input shape in-graph and returns a dict of
+    named tensors. Random draws use `RandomStandardNormal` (the op of
+    `tf.random.normal`, a TFLite builtin), never `keras.random`.
+
+    The `elbo` signature is a one-sample estimate, like `VAE.elbo`: z is
+    drawn from q(z|x) with fresh `tf.random.normal` noise on every call (so
+    repeated calls differ by the Monte-Carlo noise; average several calls, or
+    send the image several times in one batch, for a steadier score), and
+    p(x|z) uses the running (calibrated) sigma, so an image's score does not
+    depend on the other images in the batch.
+    """
+    height, width, channels = model.image_shape
+    images = tf.TensorSpec((None, height, width, channels), tf.float32, name="x")
+    latents = tf.TensorSpec((None, model.latent_dim), tf.float32, name="z")
+    count = tf.TensorSpec((1,), tf.int32, name="num_samples")
+    bernoulli = isinstance(model.likelihood, Bernoulli)
+
+    def decode(z):
+        params = model.decoder(_checked(z, latents), training=False)
+        mean = model.likelihood.mean(params)
+        if bernoulli:
+            return {"mean": mean, "probs": mean}
+        return {"mean": mean, "sigma": model.likelihood.stddev(params)}
+
+    def encode(x):
+        mean, stddev = model.posterior(model.encoder(_checked(x, images), training=False))
+        return {"mean": mean, "stddev": stddev}
+
+    def sample(num_samples):
+        num_samples = _checked(num_samples, count)
+        positive = tf.debugging.Assert(
+            num_samples[0] > 0, ["Expected num_samples to be [n] with n >= 1. Received:", num_samples]
+        )
+        with tf.control_dependencies([positive]):
+            z = _fresh_normal(tf.stack([num_samples[0], model.latent_dim]))
+        return {"images": model.likelihood.mean(model.decoder(z, training=False))}
+
+    def reconstruct(x):
+        mean, _ = model.posterior(model.encoder(_checked(x, images), training=False))
+        return {"mean": model.likelihood.mean(model.decoder(mean, training=False))}
+
+    def elbo(x):
+        x = _checked(x, images)
+        q = model.posterior.distribution(model.encoder(x, training=False))
+        z = q.loc + q.stddev() * _fresh_normal(tf.shape(q.loc))
+        log_likelihood = model.likelihood.distribution(model.decoder(z, training=False)).log_prob(x)
+        return {"elbo": log_likelihood - tf.reduce_sum(kl_per_dimension(q), axis=-1)}
+
+    return {
+        "decode": (decode, [latents]),
+        "encode": (encode, [images]),
+        "sample": (sample, [count]),
+        "reconstruct": (reconstruct, [images]),
+        "elbo": (elbo, [images]),
+    }
+
+
+def _archive(model: VAE, signatures) -> keras.export.ExportArchive:
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    functions = signature_functions(model)
+    for name in signatures:  # the first endpoint is also `serving_default`
+        fn, input_signature = functions[name]
+        archive.add_endpoint(name, fn, input_signature=input_signature)
+    return archive
+
+
+def _check_signatures(signatures) -> tuple[str, ...]:
+    if isinstance(signatures, str):
+        signatures = (signatures,)
+    signatures = tuple(signatures)
+    unknown = [name for name in signatures if name not in SIGNATURES]
+    if not signatures or unknown or len(set(signatures)) != len(signatures):
+        raise ValueError(f"Expected distinct signature names from {SIGNATURES}. Received: signatures={signatures}")
+    return signatures
+
+
+# -------------------------------------------------------------- SavedModel
+def saved_model(model: VAE, base_dir, name: str = "vae", version: int = 1, overwrite: bool = False) -> Path:
+    """Writes `model` as a SavedModel in the TF Serving layout `base_dir/name/version`.
+
+    The export is written to a hidden temporary folder beside the target and
+    renamed into place, so a crash never leaves half an export where TF
+    Serving would load it.
+
+    Args:
+        model: A trained `keras_vae.VAE`.
+        base_dir: The TF Serving model base folder (`--model_base_path`'s parent).
+        name: The model name (a folder). Defaults to `"vae"`.
+        version: The version, a positive integer (a folder). Defaults to 1.
+        overwrite: Replace an existing version folder. Defaults to False.
+
+    Returns:
+        The version folder, `Path(base_dir) / name / str(version)`.
+
+    Raises:
+        FileExistsError: If the version folder exists and not `overwrite`.
+        ValueError: For an unbuilt or untrained model, or a bad name/version.
+
+    Example:
+
+    >>> import tempfile, keras_vae as kv
+    >>> vae = kv.build_vae((8, 8, 1), network="mlp", latent_dim=2, likelihood="gaussian", sigma=0.1)
+    >>> folder = kv.export.saved_model(vae, tempfile.mkdtemp(), name="digits", version=2)
+    >>> folder.parent.name, folder.name
+    ('digits', '2')
+    """
+    check_exportable(model)
+    version, name = _check_version(version), _check_name(name)
+    parent = Path(base_dir) / name
+    target = parent / str(version)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} already exists; refusing to overwrite it. Use another version or overwrite=True.")
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=parent))
+    try:
+        _archive(model, SIGNATURES).write_out(str(staging), verbose=False)
+        _replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _replace(source: Path, target: Path) -> None:
+    """Renames `source` to `target`, moving an existing `target` aside first."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(target, old)
+        os.replace(source, target)
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+    else:
+        os.replace(source, target)
+
+
+# ------------------------------------------------------------------ TFLite
+def tflite(
+    model: VAE,
+    path,
+    signatures=("decode",),
+    quantize: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Converts signatures of `model` to a `.tflite` file with builtin ops only.
+
+    The signatures are those of `saved_model` and keep their names and their
+    input/output names in the file, so with LiteRT:
+    `Interpreter(path).get_signature_runner("decode")(z=z)["mean"]`.
+
+    Args:
+        model: A trained `keras_vae.VAE`.
+        path: The `.tflite` file to write.
+        signatures: Names from `SIGNATURES`. Defaults to `("decode",)`.
+        quantize: None (float32), `"float16"` (float16 weights) or
+            `"dynamic"` (int8 weights, dynamic-range activations).
+            Defaults to None.
+        overwrite: Replace an existing file. Defaults to False.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: If a signature needs TensorFlow (Flex) ops that are not
+            TFLite builtins; the message names the signature(s) and op(s).
+        FileExistsError: If `path` exists and not `overwrite`.
+
+    Example:
+
+    >>> import os, tempfile, keras_vae as kv
+    >>> vae = kv.build_vae((8, 8, 1), network="mlp", latent_dim=2, likelihood="gaussian", sigma=0.1)
+    >>> path = kv.export.tflite(vae, os.path.join(tempfile.mkdtemp(), "decoder.tflite"))
+    >>> path.suffix
+    '.tflite'
+    """
+    check_exportable(model)
+    signatures = _check_signatures(signatures)
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"Expected quantize in {QUANTIZATIONS}. Received: quantize={quantize!r}")
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; refusing to overwrite it. Pass overwrite=True.")
+    with tempfile.TemporaryDirectory(prefix="keras_vae_tflite_") as folder:
+        _archive(model, signatures).write_out(folder, verbose=False)
+        flatbuffer = _convert(folder, signatures, quantize)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        staging.write_bytes(flatbuffer)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+    return path
+
+
+def _converter(saved_model_dir: str, signatures, quantize):
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=list(signatures))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    return converter
+
+
+def _convert(saved_model_dir: str, signatures, quantize) -> bytes:
+    try:
+        return _converter(saved_model_dir, signatures, quantize).convert()
+    except Exception as error:  # ConverterError: find which signature needs which ops
+        ops = _flex_ops(str(error))
+        if not ops:
+            raise
+        culprits = {}
+        for name in signatures:
+            try:
+                _converter(saved_model_dir, [name], quantize).convert()
+            except Exception as single:  # noqa: BLE001 - only to name the culprit
+                culprits[name] = _flex_ops(str(single)) or ops
+        detail = "; ".join(f"{name}: {', '.join(found)}" for name, found in culprits.items()) or ", ".join(ops)
+        raise ValueError(
+            f"Cannot convert to TFLite with builtin ops only; these signatures need TensorFlow (Flex) ops, "
+            f"which the Python LiteRT runtime cannot run: {detail}. Export other signatures, or replace "
+            "those ops (e.g. tf.random.normal instead of keras.random / stateless random ops)."
+        ) from None
+
+
+def _flex_ops(message: str) -> list[str]:
+    """The TF op names a converter error says are not TFLite builtins."""
+    found = set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", message))
+    for line in re.findall(r"TF Select ops: ([^\n]+)", message):
+        found.update(op.strip() for op in line.split(",") if op.strip())
+    return sorted(found)
+
+
+# ------------------------------------------------------------------ LiteRT
+def litert_runner(path, signature: str = "decode", num_threads: int | None = None):
+    """Loads one signature of a `.tflite` file with LiteRT, with input checks.
+
+    The raw LiteRT signature runner resizes its inputs to whatever it is
+    given, so a wrong shape can run and return garbage (a `(1, 3)` z for a
+    2-d latent is read as a `(1, 2)` one plus junk). The returned callable
+    checks every input's shape (any batch) and dtype first.
+
+    Args:
+        path: A `.tflite` file written by `tflite`.
+        signature: The signature to run. Defaults to `"decode"`.
+        num_threads: CPU threads for LiteRT. Defaults to LiteRT's choice.
+
+    Returns:
+        A function `run(**inputs) -> dict` of NumPy outputs, e.g.
+        `run(z=z)["mean"]`.
+
+    Raises:
+        FileNotFoundError: If `path` does not exist.
+        ValueError: If the file has no such signature; when called, if an
+            input is missing, unexpected or of the wrong shape or dtype.
+
+    Example:
+
+    >>> import os, tempfile, numpy as np, keras_vae as kv
+    >>> vae = kv.build_vae((8, 8, 1), network="mlp", latent_dim=2, likelihood="gaussian", sigma=0.1)
+    >>> path = kv.export.tflite(vae, os.path.join(tempfile.mkdtemp(), "decoder.tflite"))
+    >>> decode = kv.export.litert_runner(path, "decode")
+    >>> decode(z=np.zeros((3, 2), "float32"))["mean"].shape
+    (3, 8, 8, 1)
+    """
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No TFLite file at {path}.")
+    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+    available = interpreter.get_signature_list()
+    if signature not in available:
+        raise ValueError(f"{path} has no signature {signature!r}. It has: {sorted(available)}.")
+    runner = interpreter.get_signature_runner(signature)
+    details = runner.get_input_details()
+
+    def run(**inputs) -> dict:
+        if set(inputs) != set(details):
+            raise ValueError(
+                f"Signature {signature!r} takes inputs {sorted(details)}. Received: {sorted(inputs)}."
+            )
+        arrays = {}
+        for name, detail in details.items():
+            value = np.asarray(inputs[name])
+            expected = [int(dim) for dim in detail["shape_signature"]]
+            shown = "(" + ", ".join("batch" if dim == -1 else str(dim) for dim in expected) + ")"
+            if value.ndim != len(expected) or any(e not in (-1, v) for e, v in zip(expected, value.shape)):
+                raise ValueError(f"Expected {name} of shape {shown}. Received: {name}.shape={value.shape}")
+            dtype = np.dtype(detail["dtype"])
+            if value.dtype != dtype and not np.can_cast(value.dtype, dtype, casting="same_kind"):
+                raise ValueError(f"Expected {name} of dtype {dtype.name}. Received: {value.dtype.name}")
+            arrays[name] = value.astype(dtype, copy=False)
+        return runner(**arrays)
+
+    return run
