@@ -78,6 +78,30 @@ def cyclical(period: int, ramp_fraction: float = 0.5, start: float = 0.0, end: f
     return schedule
 
 
+def exponential(rate: float, start: float = 1.0, end: float = 0.5) -> Schedule:
+    """value = max(end, start * exp(-rate * step)): the Gumbel-softmax temperature schedule.
+
+    Decays from `start` towards `end` and stops there (Jang et al. use
+    `max(0.5, exp(-r * t))` with r of 1e-5 to 1e-4). With `end > start` it
+    rises instead: value = min(end, start * exp(rate * step)).
+
+    References:
+        Jang, Gu, Poole. Categorical Reparameterization with Gumbel-Softmax.
+        ICLR 2017. arXiv:1611.01144.
+
+    Example:
+
+    >>> s = exponential(rate=0.01)
+    >>> [round(s(0), 3), round(s(50), 3), s(1000)]
+    [1.0, 0.607, 0.5]
+    """
+    _check_positive(rate, "rate")
+    _check_positive(start, "start")
+    if end >= start:
+        return lambda step: float(min(end, start * math.exp(rate * max(step, 0))))
+    return lambda step: float(max(end, start * math.exp(-rate * max(step, 0))))
+
+
 def sigmoid(midpoint: int, steepness: float = 0.01, start: float = 0.0, end: float = 1.0) -> Schedule:
     """beta = start + (end - start) * sigmoid(steepness * (step - midpoint)).
 
@@ -122,6 +146,43 @@ class KLAnnealing(keras.callbacks.Callback):
             raise ValueError(f"KLAnnealing needs a model with a `beta` variable; {type(self.model).__name__} has none.")
         step = int(self.model.optimizer.iterations.numpy())
         self.model.beta.assign(self.schedule(step))
+
+    def on_train_begin(self, logs=None):
+        self._assign()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._assign()
+
+
+class TemperatureAnnealing(keras.callbacks.Callback):
+    """Sets `model.temperature = schedule(step)` before every training batch.
+
+    Like `KLAnnealing`, for models with a non-trainable `temperature`
+    variable (the Gumbel-softmax VAE).
+
+    Args:
+        schedule: A callable `step -> temperature`, e.g. `exponential(rate=1e-4)`.
+
+    Example:
+
+    >>> callback = TemperatureAnnealing(exponential(rate=1e-4, end=0.5))
+    """
+
+    def __init__(self, schedule: Schedule):
+        super().__init__()
+        if not callable(schedule):
+            raise ValueError(f"Expected a callable schedule step -> temperature. Received: {schedule!r}")
+        self.schedule = schedule
+
+    def _assign(self) -> None:
+        if not hasattr(self.model, "temperature"):
+            raise ValueError(
+                f"TemperatureAnnealing needs a model with a `temperature` variable; {type(self.model).__name__} has none."
+            )
+        temperature = self.schedule(int(self.model.optimizer.iterations.numpy()))
+        if not temperature > 0:
+            raise ValueError(f"The schedule gave a temperature <= 0: {temperature}")
+        self.model.temperature.assign(temperature)
 
     def on_train_begin(self, logs=None):
         self._assign()

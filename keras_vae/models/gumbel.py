@@ -1,0 +1,362 @@
+"""`GumbelSoftmaxVAE`: a VAE with categorical latents and a concrete (Gumbel-softmax) posterior.
+
+The latent is `num_variables` categorical variables of `num_classes` classes
+each. q(z|x) is `tfd.RelaxedOneHotCategorical(temperature, logits)`; its
+reparameterised sample is
+
+    z = softmax((logits + g) / temperature),   g = -log(-log(u)), u ~ U(0, 1)
+
+which lies on the simplex and tends to a one-hot vector as the temperature
+goes to 0. With `hard=True` the forward pass uses `one_hot(argmax z)` and the
+gradient that of `z` (straight-through). The KL is that of the categorical
+q to a uniform prior, `sum_k q_k log(K q_k)` per variable. In evaluation the
+model samples exact one-hot codes from the categorical q, so the reported
+`elbo` is a true (one-sample) ELBO of the discrete model.
+
+The temperature is a non-trainable variable, annealed by
+`annealing.TemperatureAnnealing(annealing.exponential(rate, end=0.5))`.
+
+References:
+    Jang, Gu, Poole. Categorical Reparameterization with Gumbel-Softmax.
+    ICLR 2017. arXiv:1611.01144.
+    Maddison, Mnih, Teh. The Concrete Distribution. ICLR 2017. arXiv:1611.00712.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow_probability as tfp
+from keras import ops
+
+from keras_vae import likelihoods as likelihoods_lib
+from keras_vae import networks
+from keras_vae.models.vae import VAE
+from keras_vae.objectives import elbo_terms
+
+tfd = tfp.distributions
+
+_TINY = 1e-20
+
+
+def _check_positive_int(value, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"Expected a positive integer. Received: {name}={value!r}")
+
+
+def gumbel_softmax_sample(logits, temperature, uniform, hard: bool = False):
+    """A reparameterised draw of `RelaxedOneHotCategorical(temperature, logits)`.
+
+    Args:
+        logits: `(..., num_classes)`.
+        temperature: A positive scalar.
+        uniform: U(0, 1) noise of the shape of `logits`.
+        hard: Return `one_hot(argmax)` in the forward pass with the relaxed
+            sample's gradient (straight-through). Defaults to False.
+
+    Returns:
+        A tensor of the shape of `logits` whose last axis sums to 1.
+
+    Example:
+
+    >>> import numpy as np
+    >>> z = gumbel_softmax_sample(np.zeros((2, 3), "float32"), 1.0, np.full((2, 3), 0.5, "float32"))
+    >>> np.round(np.asarray(z), 3).tolist()
+    [[0.333, 0.333, 0.333], [0.333, 0.333, 0.333]]
+    """
+    gumbel = -ops.log(-ops.log(uniform + _TINY) + _TINY)
+    soft = ops.softmax((logits + gumbel) / temperature, axis=-1)
+    if not hard:
+        return soft
+    hard_sample = ops.one_hot(ops.argmax(soft, axis=-1), ops.shape(logits)[-1], dtype=soft.dtype)
+    return soft + ops.stop_gradient(hard_sample - soft)
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class GumbelSoftmax(keras.layers.Layer):
+    """A categorical posterior head: features -> logits `(batch, num_variables, num_classes)`.
+
+    Args:
+        num_variables: Number of categorical latent variables.
+        num_classes: Classes per variable.
+
+    Call arguments:
+        features: Encoder features, `(batch, num_features)`.
+
+    Returns:
+        `(probs, stddev)` of the one-hot categorical q, each flattened to
+        `(batch, num_variables * num_classes)` (the shapes `VAE.encode` has).
+
+    Example:
+
+    >>> import numpy as np
+    >>> head = GumbelSoftmax(num_variables=4, num_classes=3)
+    >>> q = head.distribution(np.zeros((2, 5), "float32"), temperature=0.5)
+    >>> q.batch_shape.as_list(), q.event_shape.as_list()
+    ([2, 4], [3])
+    """
+
+    def __init__(self, num_variables: int, num_classes: int, **kwargs):
+        super().__init__(**kwargs)
+        _check_positive_int(num_variables, "num_variables")
+        _check_positive_int(num_classes, "num_classes")
+        if num_classes < 2:
+            raise ValueError(f"Expected num_classes >= 2. Received: num_classes={num_classes}")
+        self.num_variables = num_variables
+        self.num_classes = num_classes
+        self.dense = keras.layers.Dense(num_variables * num_classes, name="logits")
+
+    def build(self, features_shape):
+        self.dense.build(features_shape)
+
+    def logits(self, features):
+        """Unnormalised log-probabilities `(batch, num_variables, num_classes)`."""
+        return ops.reshape(self.dense(features), (-1, self.num_variables, self.num_classes))
+
+    def call(self, features):
+        probs = ops.softmax(self.logits(features), axis=-1)
+        flat = ops.reshape(probs, (-1, self.num_variables * self.num_classes))
+        return flat, ops.sqrt(flat * (1.0 - flat))
+
+    def compute_output_shape(self, features_shape):
+        shape = (features_shape[0], self.num_variables * self.num_classes)
+        return shape, shape
+
+    def distribution(self, features, temperature) -> tfd.RelaxedOneHotCategorical:
+        """q(z|x) as a `tfd.RelaxedOneHotCategorical`, batch `(batch, num_variables)`."""
+        return tfd.RelaxedOneHotCategorical(temperature, logits=self.logits(features))
+
+    def get_config(self):
+        return {**super().get_config(), "num_variables": self.num_variables, "num_classes": self.num_classes}
+
+
+def kl_to_uniform(logits):
+    """KL(Categorical(logits) || uniform) per variable, `logits.shape[:-1]` nats.
+
+    Example:
+
+    >>> import numpy as np
+    >>> float(kl_to_uniform(np.array([[0.0, 0.0]], "float32"))[0])
+    0.0
+    """
+    log_q = ops.log_softmax(logits, axis=-1)
+    num_classes = ops.cast(ops.shape(logits)[-1], log_q.dtype)
+    return ops.sum(ops.exp(log_q) * (log_q + ops.log(num_classes)), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class GumbelSoftmaxVAE(VAE):
+    """A VAE with `num_variables` categorical latents of `num_classes` classes each.
+
+    `encode(x)` gives the categorical probabilities (and their one-hot
+    stddevs), flattened to `(batch, num_variables * num_classes)`; `decode`
+    takes one-hot (or relaxed) codes of that shape; `sample(n)` decodes
+    uniformly drawn one-hot codes. Metrics: those of `VAE` and `temperature`.
+
+    Args:
+        encoder: A functional model from images `(H, W, C)` to features.
+        decoder: A functional model from `(num_variables * num_classes,)` to decoder parameters.
+        num_variables: Number of categorical variables. Defaults to 20.
+        num_classes: Classes per variable. Defaults to 10.
+        likelihood: A `Likelihood` or a name. Defaults to `"optimal"`.
+        beta: KL weight. Defaults to 1.0.
+        free_bits: Per-variable KL floor in nats. Defaults to 0.0.
+        temperature: Initial temperature (a non-trainable variable). Defaults to 1.0.
+        hard: Straight-through one-hot samples in training. Defaults to False.
+        seed: Seed for the Gumbel noise. Defaults to None.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> vae = build_gumbel_vae((8, 8, 1), network="mlp", latent_dim=4, num_classes=3, seed=0)
+    >>> vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    >>> x = np.random.default_rng(0).uniform(size=(16, 8, 8, 1)).astype("float32")
+    >>> sorted(vae.fit(x, batch_size=8, verbose=0).history)
+    ['beta', 'elbo', 'kl', 'loss', 'rec', 'sigma', 'temperature']
+    >>> vae.sample(2).shape
+    TensorShape([2, 8, 8, 1])
+    """
+
+    def __init__(
+        self,
+        encoder: keras.Model,
+        decoder: keras.Model,
+        num_variables: int = 20,
+        num_classes: int = 10,
+        likelihood="optimal",
+        beta: float = 1.0,
+        free_bits: float = 0.0,
+        temperature: float = 1.0,
+        hard: bool = False,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        _check_positive_int(num_variables, "num_variables")
+        _check_positive_int(num_classes, "num_classes")
+        if not temperature > 0:
+            raise ValueError(f"Expected temperature > 0. Received: temperature={temperature}")
+        self.num_variables = num_variables
+        self.num_classes = num_classes
+        self.initial_temperature = float(temperature)
+        self.hard = bool(hard)
+        super().__init__(
+            encoder, decoder, num_variables * num_classes, likelihood, beta, free_bits,
+            posterior=GumbelSoftmax(num_variables, num_classes), seed=seed, **kwargs,
+        )
+
+    def build(self, input_shape):
+        if not hasattr(self, "temperature"):
+            self.temperature = self.add_weight(
+                shape=(),
+                initializer=keras.initializers.Constant(self.initial_temperature),
+                trainable=False,
+                name="temperature",
+            )
+            self.trackers["temperature"] = keras.metrics.Mean(name="temperature")
+        super().build(input_shape)
+
+    # ------------------------------------------------------------- the ELBO
+    def _uniform(self, shape):
+        return keras.random.uniform(shape, minval=0.0, maxval=1.0, seed=self.seed_generator)
+
+    def compute_terms(self, x, training: bool = False) -> dict:
+        """One-sample ELBO terms. Training uses the relaxed (or straight-through)
+        sample at the current temperature; evaluation an exact one-hot sample.
+
+        Returns:
+            The `VAE.compute_terms` dict; `kl_per_dim` is per variable,
+            `(batch, num_variables)`.
+        """
+        x = ops.convert_to_tensor(x, "float32")
+        logits = self.posterior.logits(self.encoder(x, training=training))
+        uniform = self._uniform(ops.shape(logits))
+        if training:
+            codes = gumbel_softmax_sample(logits, self.temperature, uniform, hard=self.hard)
+        else:
+            codes = gumbel_softmax_sample(logits, 1.0, uniform, hard=True)  # argmax: exact categorical draw
+        z = ops.reshape(codes, (-1, self.latent_dim))
+        p = self.likelihood.distribution(self.decoder(z, training=training), x, training=training)
+        log_likelihood = p.log_prob(x)
+        kl_per_dim = kl_to_uniform(logits)
+        terms = elbo_terms(log_likelihood, kl_per_dim, self.beta, self.free_bits)
+        terms["sigma"] = ops.mean(p.stddev())
+        terms["log_likelihood"] = log_likelihood
+        terms["kl_per_dim"] = kl_per_dim
+        return terms
+
+    def _update_metrics(self, terms: dict, x) -> dict:
+        batch = ops.cast(ops.shape(x)[0], "float32")
+        extra = {"beta": self.beta, "temperature": self.temperature}
+        for name, tracker in self.trackers.items():
+            tracker.update_state(extra[name] if name in extra else terms[name], sample_weight=batch)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    # -------------------------------------------------------- user-facing API
+    def call(self, x, training: bool = False):
+        """The deterministic reconstruction: decoder mean at the most probable code."""
+        logits = self.posterior.logits(self.encoder(x, training=training))
+        codes = ops.one_hot(ops.argmax(logits, axis=-1), self.num_classes)
+        return self.likelihood.mean(self.decoder(ops.reshape(codes, (-1, self.latent_dim)), training=training))
+
+    def posterior_distribution(self, x, temperature=None):
+        """q(z|x) as a `tfd.RelaxedOneHotCategorical` at `temperature` (default: the model's)."""
+        features = self.encoder(self._checked(x), training=False)
+        return self.posterior.distribution(features, self.temperature if temperature is None else temperature)
+
+    def relaxed_sample(self, x, temperature=None, hard: bool = False):
+        """Gumbel-softmax codes of `x`, `(batch, num_variables, num_classes)`, on the simplex."""
+        logits = self.posterior.logits(self.encoder(self._checked(x), training=False))
+        temperature = self.temperature if temperature is None else temperature
+        return gumbel_softmax_sample(logits, temperature, self._uniform(ops.shape(logits)), hard=hard)
+
+    def sample(self, num_samples: int):
+        """Decoder means at uniformly drawn one-hot codes: `(num_samples, H, W, C)`."""
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+            raise ValueError(f"Expected a positive integer. Received: num_samples={num_samples!r}")
+        shape = (num_samples, self.num_variables, self.num_classes)
+        codes = gumbel_softmax_sample(ops.zeros(shape), 1.0, self._uniform(shape), hard=True)
+        return self.decode(ops.reshape(codes, (num_samples, self.latent_dim)))[0]
+
+    def elbo(self, x):
+        """The one-sample ELBO of each image with an exact categorical draw, `(batch,)` nats."""
+        terms = self.compute_terms(self._checked(x), training=False)
+        return terms["log_likelihood"] - ops.sum(terms["kl_per_dim"], axis=-1)
+
+    def elbo_with_running_sigma(self, x):
+        """Like `elbo`, but optimal modes use the running sigma."""
+        x = self._checked(x)
+        logits = self.posterior.logits(self.encoder(x, training=False))
+        codes = gumbel_softmax_sample(logits, 1.0, self._uniform(ops.shape(logits)), hard=True)
+        params = self.decoder(ops.reshape(codes, (-1, self.latent_dim)), training=False)
+        return self.likelihood.distribution(params).log_prob(x) - ops.sum(kl_to_uniform(logits), axis=-1)
+
+    # ------------------------------------------------------------ config
+    def get_config(self):
+        serialize = keras.saving.serialize_keras_object
+        return {
+            **keras.Model.get_config(self),
+            "encoder": serialize(self.encoder),
+            "decoder": serialize(self.decoder),
+            "num_variables": self.num_variables,
+            "num_classes": self.num_classes,
+            "likelihood": serialize(self.likelihood),
+            "beta": self.initial_beta,
+            "free_bits": self.free_bits,
+            "temperature": self.initial_temperature,
+            "hard": self.hard,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("encoder", "decoder", "likelihood"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+
+def build_gumbel_vae(
+    input_shape,
+    network: str = "conv",
+    latent_dim: int = 20,
+    likelihood="optimal",
+    sigma: float | None = None,
+    beta: float = 1.0,
+    free_bits: float = 0.0,
+    seed: int | None = None,
+    num_classes: int = 10,
+    temperature: float = 1.0,
+    hard: bool = False,
+) -> GumbelSoftmaxVAE:
+    """Builds a `GumbelSoftmaxVAE` with `latent_dim` categorical variables of `num_classes` classes.
+
+    Args:
+        input_shape: Image shape `(height, width, channels)`.
+        network: `"conv"`, `"mlp"` or `"resnet"`. Defaults to `"conv"`.
+        latent_dim: Number of categorical variables. Defaults to 20.
+        likelihood, sigma, beta, free_bits, seed: As in `build_vae`.
+        num_classes: Classes per variable. Defaults to 10.
+        temperature: Initial temperature. Defaults to 1.0.
+        hard: Straight-through one-hot samples. Defaults to False.
+
+    Example:
+
+    >>> build_gumbel_vae((28, 28, 1), latent_dim=20, num_classes=10).decoder.input_shape
+    (None, 200)
+    """
+    likelihood = likelihoods_lib.get(likelihood, sigma=sigma)
+    encoder_fn, decoder_fn = networks.get(network)
+    return GumbelSoftmaxVAE(
+        encoder=encoder_fn(input_shape),
+        decoder=decoder_fn(
+            input_shape, latent_dim=latent_dim * num_classes, params_per_channel=likelihood.params_per_channel
+        ),
+        num_variables=latent_dim,
+        num_classes=num_classes,
+        likelihood=likelihood,
+        beta=beta,
+        free_bits=free_bits,
+        temperature=temperature,
+        hard=hard,
+        seed=seed,
+    )
