@@ -17,6 +17,7 @@ from keras_vae.layers import OptimalSigma, SoftClip  # noqa: E402
 from keras_vae.likelihoods import Bernoulli, Gaussian  # noqa: E402
 from keras_vae.models import VAE, build_vae  # noqa: E402
 from keras_vae.posteriors import DiagonalGaussian  # noqa: E402
+from keras_vae import export  # noqa: E402  (after models: it imports them)
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ __all__ = [
     "annealing",
     "build_vae",
     "data",
+    "export",
     "layers",
     "likelihoods",
     "networks",

@@ -58,11 +58,18 @@ def check_exportable(model) -> VAE:
     "weights loaded by hand", so they are exported as they are.
 
     Raises:
-        TypeError: If `model` is not a `keras_vae.VAE`.
+        TypeError: If `model` is not a `keras_vae.VAE` (subclasses included:
+            their posteriors, latents or inputs differ).
         ValueError: If it is not built, or is an untrained optimal-sigma model.
     """
     if not isinstance(model, VAE):
         raise TypeError(f"Expected a keras_vae.VAE. Received: model of type {type(model).__name__}")
+    if type(model) is not VAE:
+        # Subclasses change the posterior, the latent shape or the inputs
+        # (labels, codebooks): these signatures would silently be wrong.
+        raise TypeError(
+            f"keras_vae.export supports keras_vae.VAE itself; {type(model).__name__} needs its own signatures."
+        )
     if not model.built or not model.likelihood.built or not model.posterior.built:
         raise ValueError("The VAE is not built: build it (or call it on a batch of images) before exporting.")
     optimal = getattr(model.likelihood, "optimal_sigma", None)
