@@ -257,8 +257,17 @@ _NAMED = {
     "bernoulli": lambda: Bernoulli(),
     "gaussian": lambda: Gaussian(sigma=1.0),
     **{mode: (lambda mode=mode: Gaussian(sigma=mode)) for mode in GAUSSIAN_SIGMA_MODES},
+    # 8-bit likelihoods live in keras_vae.discrete_likelihoods (imported on use: it imports this module).
+    "categorical": lambda: _discrete().Categorical256(),
+    "logistic_mixture": lambda: _discrete().DiscretizedLogisticMixture(),
 }
 NAMES = tuple(_NAMED)
+
+
+def _discrete():
+    from keras_vae import discrete_likelihoods
+
+    return discrete_likelihoods
 
 
 def get(identifier: str | Likelihood, sigma: float | None = None) -> Likelihood:
