@@ -16,6 +16,7 @@ from keras_vae import annealing, data, layers, likelihoods, networks, objectives
 from keras_vae.layers import OptimalSigma, SoftClip  # noqa: E402
 from keras_vae.likelihoods import Bernoulli, Gaussian  # noqa: E402
 from keras_vae.models import VAE, build_vae  # noqa: E402
+from keras_vae.models import VQVAE, ConditionalVAE, GumbelSoftmaxVAE, HierarchicalVAE, SpatialVAE  # noqa: E402
 from keras_vae.posteriors import DiagonalGaussian  # noqa: E402
 from keras_vae import export  # noqa: E402  (after models: it imports them)
 
@@ -23,6 +24,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
+    "VQVAE",
+    "ConditionalVAE",
+    "GumbelSoftmaxVAE",
+    "HierarchicalVAE",
+    "SpatialVAE",
     "Bernoulli",
     "DiagonalGaussian",
     "Gaussian",

@@ -15,8 +15,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_vae import annealing, data, likelihoods, networks, plots
-from keras_vae.models.vae import VAE, build_vae
+from keras_vae import annealing, data, likelihoods, models, networks, plots
+from keras_vae.models.vae import VAE
 
 RUN_FILES = ("model.keras", "metrics.json", "samples.png", "reconstructions.png")
 
@@ -27,6 +27,8 @@ class RunConfig:
 
     Args:
         dataset: `"mnist"`, `"tfds:NAME"`, a `.npz` file or an image folder.
+        model: A name from `keras_vae.models.NAMES` (`"vae"`, `"hierarchical"`,
+            `"vqvae"`, `"gumbel"`, `"conditional"`, `"spatial"`).
         likelihood: A name from `keras_vae.likelihoods.NAMES`.
         sigma: Fixed sigma of the `"gaussian"` likelihood.
         network: `"conv"`, `"mlp"` or `"resnet"`.
@@ -44,6 +46,7 @@ class RunConfig:
     """
 
     dataset: str = "mnist"
+    model: str = "vae"
     likelihood: str = "optimal"
     sigma: float = 1.0
     network: str = "conv"
@@ -80,25 +83,32 @@ def prepare_output(out, overwrite: bool) -> Path:
     return out
 
 
-def evaluate(model: VAE, x_test: np.ndarray, batch_size: int = 128) -> dict:
+def evaluate(model: VAE, x_test: np.ndarray, batch_size: int = 128, y_test=None) -> dict:
     """Test-set numbers in nats per image: ELBO, its terms, MSE and the inference sigma.
 
     `test_elbo` fits optimal sigmas to each test batch (as in training and the
     sigma-VAE reference code); `test_elbo_running_sigma` uses the sigma the
     model carries for inference instead. `test_mse` is per pixel, at the
     posterior mean; `sigma` is the mean decoder sigma over the test set.
+    Labels `y_test` go to models that take them (the conditional VAE); the
+    model's further metrics (e.g. `perplexity`, `kl_z1`) come as `test_NAME`.
     """
-    results = model.evaluate(x_test, batch_size=batch_size, verbose=0, return_dict=True)
+    labels = () if y_test is None else (y_test,)
+    results = model.evaluate(x_test, *labels, batch_size=batch_size, verbose=0, return_dict=True)
     reconstructions, sigmas, running_elbo = [], [], []
     for start in range(0, len(x_test), batch_size):
         batch = x_test[start : start + batch_size]
-        loc, _ = model.encode(batch)
-        mean, sigma = model.decode(loc)
+        batch_labels = tuple(y[start : start + batch_size] for y in labels)
+        loc, _ = model.encode(batch, *batch_labels)
+        mean, sigma = model.decode(loc, *batch_labels)
         reconstructions.append(np.asarray(mean))
         sigmas.append(np.asarray(sigma).mean(axis=(1, 2, 3)))
-        running_elbo.append(np.asarray(model.elbo_with_running_sigma(batch)))
+        running_elbo.append(np.asarray(model.elbo_with_running_sigma(batch, *batch_labels)))
     reconstructions = np.concatenate(reconstructions)
+    extra = {f"test_{name}": float(value) for name, value in results.items()
+             if name not in ("loss", "elbo", "rec", "kl", "sigma", "beta")}
     return {
+        **extra,
         "test_elbo": float(results["elbo"]),
         "test_elbo_running_sigma": float(np.mean(np.concatenate(running_elbo))),
         "test_rec": float(results["rec"]),
@@ -134,11 +144,19 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
     """
     likelihoods.get(config.likelihood, sigma=config.sigma)  # bad names fail before any work
     networks.get(config.network)
-    x_train = data.load_arrays(config.dataset, "train", config.test_fraction)
-    x_test = data.load_arrays(config.dataset, "test", config.test_fraction)
+    builder = models.get(config.model)
+    x_train, y_train = data.load_arrays(config.dataset, "train", config.test_fraction, with_labels=True)
+    x_test, y_test = data.load_arrays(config.dataset, "test", config.test_fraction, with_labels=True)
+    model_kwargs = {}
+    if config.model == "conditional":
+        if y_train is None or y_test is None:
+            raise ValueError(f"--model=conditional needs labels, but dataset {config.dataset!r} has none.")
+        model_kwargs["num_classes"] = int(max(np.max(y_train), np.max(y_test))) + 1
+    else:
+        y_train = y_test = None
     out = prepare_output(config.out, config.overwrite)
     keras.utils.set_random_seed(config.seed)
-    model = build_vae(
+    model = builder(
         x_train.shape[1:],
         network=config.network,
         latent_dim=config.latent_dim,
@@ -147,6 +165,7 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         beta=config.beta,
         free_bits=config.free_bits,
         seed=config.seed,
+        **model_kwargs,
     )
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
     timer = _EpochTimer()
@@ -158,10 +177,15 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
     ]
     if config.kl_warmup_steps > 0:
         run_callbacks.append(annealing.KLAnnealing(annealing.linear(config.kl_warmup_steps, end=config.beta)))
+    if isinstance(model, models.GumbelSoftmaxVAE):
+        run_callbacks.append(annealing.TemperatureAnnealing(annealing.exponential(rate=1e-3, end=0.5)))
+    if y_train is None:
+        inputs = dict(x=data.pipeline(x_train, config.batch_size, seed=config.seed), shuffle=False)  # it shuffles
+    else:
+        inputs = dict(x=x_train, y=y_train, batch_size=config.batch_size, shuffle=True)
     history = model.fit(
-        data.pipeline(x_train, config.batch_size, seed=config.seed),
+        **inputs,
         epochs=config.epochs,
-        shuffle=False,  # the pipeline shuffles
         verbose=verbose,
         callbacks=run_callbacks,
     )
@@ -170,7 +194,7 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         raise FloatingPointError(
             f"Training diverged (loss {losses[-1]}) with likelihood={config.likelihood!r}; nothing was saved."
         )
-    metrics = evaluate(model, x_test, config.batch_size)
+    metrics = evaluate(model, x_test, config.batch_size, y_test)
     metrics.update(
         epochs=config.epochs,
         train_seconds=timer.seconds,
@@ -182,5 +206,8 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
     model.save(out / "model.keras")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     plots.sample_grid(np.asarray(model.sample(64)), out / "samples.png", num_columns=8)
-    plots.reconstruction_grid(x_test[:32], np.asarray(model.reconstruct(x_test[:32])), out / "reconstructions.png")
+    test_labels = () if y_test is None else (y_test[:32],)
+    plots.reconstruction_grid(
+        x_test[:32], np.asarray(model.reconstruct(x_test[:32], *test_labels)), out / "reconstructions.png"
+    )
     return model, metrics

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from absl import flags
 
-from keras_vae import experiment, likelihoods, networks
+from keras_vae import experiment, likelihoods, models, networks
 
 _DEFAULTS = experiment.RunConfig()
 
 flags.DEFINE_string("dataset", _DEFAULTS.dataset, "'mnist' (embedded), 'tfds:NAME', a .npz file or an image folder.")
+flags.DEFINE_enum("model", _DEFAULTS.model, list(models.NAMES), "Model family (conditional uses the labels).")
 flags.DEFINE_enum("likelihood", _DEFAULTS.likelihood, list(likelihoods.NAMES), "Decoder likelihood.")
 flags.DEFINE_float("sigma", _DEFAULTS.sigma, "Fixed sigma for --likelihood=gaussian.")
 flags.DEFINE_enum("network", _DEFAULTS.network, list(networks.NAMES), "Encoder/decoder network.")
