@@ -16,6 +16,7 @@ setup(
         "keras>=3.12",
         "tensorflow-probability[tf]==0.25.*",
         "tensorflow-datasets",
+        "tensorboard",  # no longer installed by tensorflow 2.21; keras.callbacks.TensorBoard needs it
         "absl-py",
         "matplotlib",
         "scipy",

@@ -132,7 +132,9 @@ class Gaussian(Likelihood):
     - `"per_pixel"`: the decoder outputs 2C channels, mean and log sigma.
 
     In every mode log sigma is soft-clipped below at `min_log_sigma`
-    (`-6 + softplus(log_sigma + 6)`). Optimal modes fit sigma to the target
+    (`-6 + softplus(log_sigma + 6)`), as in the sigma-VAE reference code; the
+    clip is smooth, so it nudges sigmas near the floor up a little (a fixed
+    sigma of 1 acts as 1.0025, 0.1 as 0.1025). Optimal modes fit sigma to the target
     when one is given, and otherwise use the running average of the MSE kept
     during training, so a trained model carries a calibrated sigma.
 

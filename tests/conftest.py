@@ -47,3 +47,22 @@ def assert_round_trip(model, path, *inputs, method: str = "__call__", atol: floa
 @pytest.fixture
 def images():
     return make_images()
+
+
+def assert_step_lowers_loss(model, compute_loss, *batch) -> tuple[float, float]:
+    """One `train_on_batch(*batch)` lowers `compute_loss()` (evaluated twice with the same noise).
+
+    The model's seed state is reset before each evaluation, so both losses
+    use the same sampling noise and differ only by the training step.
+    """
+    state = np.asarray(model.seed_generator.state.value)
+
+    def loss() -> float:
+        model.seed_generator.state.assign(state)
+        return float(compute_loss())
+
+    before = loss()
+    model.train_on_batch(*batch)
+    after = loss()
+    assert np.isfinite(after) and after < before, (before, after)
+    return before, after
