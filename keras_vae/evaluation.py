@@ -1,0 +1,533 @@
+"""The numbers a VAE is judged by: likelihood bounds, posterior-collapse statistics and FID.
+
+All log-likelihoods are in nats per image, summed over pixels with their
+normalising constants, like the model's training metrics.
+
+- `elbo` and `iwae_bound`: lower bounds on log p(x). For a Gaussian decoder
+  p(x) is a *density* on pixel values in [0, 1] (it can exceed 1, so the
+  "log-likelihood" can be positive and bits/dim negative); it is not the
+  probability of 8-bit images. `dequantize` plus `bits_per_dim(...,
+  levels=256)` turns it into a proper bound on the discrete probability.
+- `posterior_statistics`: KL per latent dimension, active units, mutual
+  information I(x; z) and the marginal KL(m(z) || p(z)) of the aggregate
+  posterior m(z) = mean_n q(z | x_n).
+- `frechet_distance` and `fid`: the Frechet distance between Gaussian fits
+  to features of two image sets, with any feature model (see
+  `keras_vae.feature_model` for the small classifier we use on MNIST).
+
+Example:
+
+>>> import numpy as np, keras_vae as kv
+>>> vae = kv.build_vae((8, 8, 1), network="mlp", latent_dim=2, likelihood="gaussian", seed=0)
+>>> x = np.full((4, 8, 8, 1), 0.5, "float32")
+>>> bound = iwae_bound(vae, x, num_samples=8, seed=0)
+>>> bool(bound >= elbo(vae, x, seed=0) - 1.0)
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+import keras
+import numpy as np
+import scipy.linalg
+import scipy.special
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from keras_vae.data import validate_images
+from keras_vae.posteriors import kl_per_dimension
+
+tfd = tfp.distributions
+
+ACTIVE_UNIT_THRESHOLD = 0.01
+COLLAPSE_NATS = 0.1
+
+
+# ---------------------------------------------------------------- data access
+def as_array(data, image_shape=None) -> np.ndarray:
+    """Collects images from an array or a `tf.data.Dataset` into one checked float32 array.
+
+    Args:
+        data: Images `(N, H, W, C)` in [0, 1], or a dataset (batched or not)
+            of images or of `(images, labels)` tuples.
+        image_shape: The expected `(H, W, C)`, or None for any.
+
+    Returns:
+        A float32 array `(N, H, W, C)`.
+
+    Example:
+
+    >>> as_array(tf.data.Dataset.from_tensor_slices(np.zeros((3, 2, 2, 1), "float32")).batch(2)).shape
+    (3, 2, 2, 1)
+    """
+    if isinstance(data, tf.data.Dataset):
+        parts = []
+        for element in data.as_numpy_iterator():
+            images = element[0] if isinstance(element, tuple) else element
+            parts.append(images if images.ndim == 4 else images[None])
+        if not parts:
+            raise ValueError("The dataset is empty: it yields no images.")
+        data = np.concatenate(parts)
+    x = np.asarray(data)
+    if np.issubdtype(x.dtype, np.floating):
+        x = x.astype("float32", copy=False)
+    validate_images(x, image_shape)
+    return x
+
+
+def _batches(x: np.ndarray, batch_size: int, progress: bool, label: str) -> Iterable[np.ndarray]:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"Expected a positive integer. Received: batch_size={batch_size!r}")
+    bar = keras.utils.Progbar(len(x), unit_name="image") if progress else None
+    if progress:
+        print(label, flush=True)
+    for start in range(0, len(x), batch_size):
+        batch = x[start : start + batch_size]
+        yield batch
+        if bar is not None:
+            bar.add(len(batch))
+
+
+def _check_positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"Expected a positive integer. Received: {name}={value!r}")
+
+
+# ------------------------------------------------------------- likelihood
+def _log_weights(model, x, num_samples: int, seed, likelihood=None):
+    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x): `(num_samples, batch)`.
+
+    The decoder likelihood is built without the target (`x=None`), so optimal
+    sigma modes use the running sigma the model carries: the bound is then the
+    likelihood of one fixed model, not of a sigma refitted to the test images.
+    """
+    q = model.posterior.distribution(model.encoder(x, training=False))
+    z = q.sample(num_samples, seed=seed)  # (K, batch, latent)
+    flat_z = tf.reshape(z, (-1, model.latent_dim))
+    params = model.decoder(flat_z, training=False)
+    repeated_x = tf.reshape(tf.repeat(x[None], num_samples, axis=0), tf.concat([[-1], tf.shape(x)[1:]], 0))
+    log_px_z = (likelihood or model.likelihood).distribution(params).log_prob(repeated_x)
+    log_px_z = tf.reshape(log_px_z, (num_samples, -1))
+    prior = tfd.Normal(loc=0.0, scale=1.0)
+    log_pz = tf.reduce_sum(prior.log_prob(z), axis=-1)
+    return log_px_z + log_pz - q.log_prob(z)
+
+
+_compiled_log_weights = tf.function(_log_weights, reduce_retracing=True)
+
+
+def log_importance_weights(model, x, num_samples: int, chunk_size: int | None = None, seed: int | None = None,
+                           likelihood=None):
+    """Importance weights of `num_samples` draws from q(z|x) for each image, `(num_samples, batch)`.
+
+    Draws are decoded `chunk_size` at a time so that the decoder sees at
+    most `chunk_size * batch` latents at once.
+
+    Args:
+        model: A `VAE` (anything with `encoder`, `posterior`, `decoder`,
+            `likelihood` and `latent_dim`).
+        x: Images `(batch, H, W, C)`.
+        num_samples: Number of importance samples K.
+        chunk_size: Draws per decoder call. Defaults to all K at once.
+        seed: Seed of the draws. Defaults to None.
+        likelihood: Score with this `Likelihood` instead of the model's (e.g.
+            a fixed-sigma Gaussian to evaluate a beta-VAE at its implied
+            sigma). Defaults to None.
+
+    Returns:
+        A numpy array `(num_samples, batch)` of log w in nats.
+    """
+    _check_positive("num_samples", num_samples)
+    chunk_size = chunk_size or num_samples
+    x = tf.convert_to_tensor(x, tf.float32)
+    seed = int(np.random.randint(0, 2**31 - 1)) if seed is None else int(seed)
+    parts = []
+    for index, start in enumerate(range(0, num_samples, chunk_size)):
+        count = min(chunk_size, num_samples - start)
+        draw_seed = tf.constant([seed, index], tf.int32)
+        count = tf.constant(count, tf.int32)  # a tensor, so that chunk sizes share one trace
+        parts.append(_compiled_log_weights(model, x, count, draw_seed, likelihood).numpy())
+    return np.concatenate(parts)
+
+
+def _max_chunk(batch_size: int, num_samples: int, max_decoded: int) -> int:
+    return max(1, min(num_samples, max_decoded // max(batch_size, 1)))
+
+
+def iwae_log_likelihood(
+    model,
+    data,
+    num_samples: int = 1000,
+    batch_size: int = 100,
+    max_decoded: int = 10_000,
+    seed: int | None = None,
+    progress: bool = False,
+    likelihood=None,
+) -> np.ndarray:
+    """The IWAE estimate of log p(x) for each image, `(N,)` nats.
+
+    log p(x) >= L_K(x) = E[log (1/K) sum_k p(x, z_k) / q(z_k | x)],  z_k ~ q(z|x)
+
+    L_1 is the ELBO, L_K grows with K and tends to log p(x) (Burda et al.).
+    The decoder's sigma for optimal modes is the running sigma the model
+    carries (not refitted to the test images), so the bound is the
+    likelihood of a fixed model. For Gaussian decoders this is a density on
+    [0, 1] pixel values; see `dequantize` for a discrete bound.
+
+    Args:
+        model: A `VAE`.
+        data: Images `(N, H, W, C)` in [0, 1] or a `tf.data.Dataset`.
+        num_samples: K. Defaults to 1000.
+        batch_size: Images per batch. Defaults to 100.
+        max_decoded: At most this many latents are decoded in one call
+            (memory: K = 1000 on 100 images runs as 10 calls of 10,000).
+            Defaults to 10,000.
+        seed: Seed of the draws. Defaults to None.
+        progress: Show a progress bar. Defaults to False.
+        likelihood: Score with this `Likelihood` instead of the model's.
+            Defaults to None.
+
+    Returns:
+        A float64 numpy array of per-image bounds.
+
+    References:
+        Burda, Grosse, Salakhutdinov. Importance Weighted Autoencoders.
+        ICLR 2016. arXiv:1509.00519.
+    """
+    _check_positive("num_samples", num_samples)
+    x = as_array(data, getattr(model, "image_shape", None))
+    chunk = _max_chunk(min(batch_size, len(x)), num_samples, max_decoded)
+    bounds = []
+    for index, batch in enumerate(_batches(x, batch_size, progress, f"IWAE bound, K={num_samples}")):
+        batch_seed = None if seed is None else seed + index
+        log_w = log_importance_weights(model, batch, num_samples, chunk, batch_seed, likelihood).astype("float64")
+        bounds.append(scipy.special.logsumexp(log_w, axis=0) - math.log(num_samples))
+    return np.concatenate(bounds)
+
+
+def iwae_bound(model, data, num_samples: int = 1000, **kwargs) -> float:
+    """The mean IWAE bound on log p(x) over `data`, nats per image.
+
+    Takes the arguments of `iwae_log_likelihood` (batch_size, max_decoded,
+    seed, progress, likelihood).
+
+    Example:
+
+    >>> import keras_vae as kv
+    >>> vae = kv.build_vae((8, 8, 1), network="mlp", latent_dim=2, likelihood="gaussian")
+    >>> isinstance(iwae_bound(vae, np.zeros((2, 8, 8, 1), "float32"), num_samples=4), float)
+    True
+    """
+    return float(np.mean(iwae_log_likelihood(model, data, num_samples, **kwargs)))
+
+
+def elbo(model, data, num_samples: int = 1, batch_size: int = 100, seed: int | None = None,
+         progress: bool = False, likelihood=None) -> float:
+    """The mean ELBO over `data` (beta = 1), nats per image.
+
+    ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)), with the KL in closed form
+    and the expectation over `num_samples` draws. Like `iwae_bound`, optimal
+    sigma modes use the model's running sigma, so the two are comparable
+    (the training metric `elbo` instead refits sigma to each batch).
+
+    Args:
+        model: A `VAE`.
+        data: Images or a `tf.data.Dataset`.
+        num_samples: Draws per image for E_q. Defaults to 1.
+        batch_size: Images per batch. Defaults to 100.
+        seed: Seed of the draws. Defaults to None.
+        progress: Show a progress bar. Defaults to False.
+        likelihood: Score with this `Likelihood` instead of the model's.
+            Defaults to None.
+
+    Returns:
+        A float.
+    """
+    _check_positive("num_samples", num_samples)
+    x = as_array(data, getattr(model, "image_shape", None))
+    values = []
+    for index, batch in enumerate(_batches(x, batch_size, progress, "ELBO")):
+        batch = tf.convert_to_tensor(batch)
+        q = model.posterior.distribution(model.encoder(batch, training=False))
+        kl = tf.reduce_sum(kl_per_dimension(q), axis=-1)
+        draw_seed = None if seed is None else tfp.random.sanitize_seed([seed, index])
+        z = q.sample(num_samples, seed=draw_seed)
+        params = model.decoder(tf.reshape(z, (-1, model.latent_dim)), training=False)
+        repeated = tf.reshape(tf.repeat(batch[None], num_samples, axis=0), (-1, *batch.shape[1:]))
+        scorer = likelihood or model.likelihood
+        log_px_z = tf.reshape(scorer.distribution(params).log_prob(repeated), (num_samples, -1))
+        values.append((tf.reduce_mean(log_px_z, axis=0) - kl).numpy())
+    return float(np.mean(np.concatenate(values)))
+
+
+def dequantize(x, levels: int = 256, seed: int | None = None) -> np.ndarray:
+    """Uniform dequantization: `(round(x * (levels - 1)) + u) / levels`, u ~ U[0, 1).
+
+    A density p on [0, 1]^D evaluated at dequantized images gives a bound on
+    the probability of the discrete images: log P(x) >= E_u[log p(y)] - D log(levels).
+    Use it with `bits_per_dim(..., levels=levels)`.
+
+    Example:
+
+    >>> y = dequantize(np.ones((1, 2, 2, 1), "float32"), seed=0)
+    >>> bool(((y >= 255 / 256) & (y < 1)).all())
+    True
+    """
+    x = np.asarray(x, "float32")
+    rng = np.random.default_rng(seed)
+    integers = np.round(x * (levels - 1))
+    return ((integers + rng.uniform(size=x.shape)) / levels).astype("float32")
+
+
+def bits_per_dim(log_likelihood: float, num_dims: int, levels: int | None = None) -> float:
+    """Converts a log-likelihood in nats per image to bits per dimension (lower is better).
+
+    bits/dim = -log_likelihood / (num_dims * ln 2), plus log2(levels) when the
+    log-likelihood is a density of dequantized images (`dequantize`), which
+    makes it a bound on the discrete probability of `levels`-level images.
+    Without `levels` a Gaussian decoder's number is a continuous density on
+    [0, 1] and can be negative.
+
+    Example:
+
+    >>> bits_per_dim(-784 * math.log(2), 784)
+    1.0
+    >>> bits_per_dim(0.0, 784, levels=256)
+    8.0
+    """
+    _check_positive("num_dims", num_dims)
+    bits = -float(log_likelihood) / (num_dims * math.log(2))
+    return bits + (math.log2(levels) if levels else 0.0)
+
+
+# -------------------------------------------------------- posterior collapse
+def posterior_moments(model, data, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """The means and standard deviations of q(z|x) for all images, each `(N, latent_dim)`."""
+    x = as_array(data, getattr(model, "image_shape", None))
+    means, stddevs = [], []
+    for batch in _batches(x, batch_size, False, ""):
+        loc, scale = model.posterior(model.encoder(tf.convert_to_tensor(batch), training=False))
+        means.append(np.asarray(loc))
+        stddevs.append(np.asarray(scale))
+    return np.concatenate(means), np.concatenate(stddevs)
+
+
+def kl_per_dimension_stats(means: np.ndarray, stddevs: np.ndarray) -> np.ndarray:
+    """Mean over images of KL(q(z_d|x) || N(0, 1)) for each dimension d, `(latent_dim,)` nats.
+
+    Example:
+
+    >>> kl_per_dimension_stats(np.zeros((2, 3)), np.ones((2, 3))).tolist()
+    [0.0, 0.0, 0.0]
+    """
+    means, stddevs = np.asarray(means, "float64"), np.asarray(stddevs, "float64")
+    kl = 0.5 * (means**2 + stddevs**2 - 1.0) - np.log(stddevs)
+    return kl.mean(axis=0)
+
+
+def active_units(means: np.ndarray, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
+    """Counts latent dimensions whose posterior mean varies over the data.
+
+    A dimension d is active when Cov_x(E_q[z_d | x]) > threshold (Burda et
+    al. use 0.01).
+
+    Args:
+        means: Posterior means `(N, latent_dim)` (`posterior_moments`).
+        threshold: Variance threshold. Defaults to 0.01.
+
+    Returns:
+        The number of active dimensions.
+
+    Example:
+
+    >>> active_units(np.array([[0.0, 1.0, 0.0], [0.0, -1.0, 0.05]]))
+    1
+    """
+    return int(np.sum(np.var(np.asarray(means, "float64"), axis=0) > threshold))
+
+
+def _log_normal(z, means, stddevs):
+    """log N(z_i | means_n, stddevs_n) for all pairs: `(len(z), len(means))`."""
+    z = z[:, None, :]
+    return np.sum(
+        -0.5 * ((z - means[None]) / stddevs[None]) ** 2 - np.log(stddevs[None]) - 0.5 * math.log(2 * math.pi),
+        axis=-1,
+    )
+
+
+def aggregate_posterior_kl(means, stddevs, seed: int | None = 0, chunk: int = 256) -> dict:
+    """Mutual information I(x; z) and marginal KL(m(z) || p(z)) from one draw per image.
+
+    With m(z) = (1/N) sum_n q(z | x_n) the aggregate posterior, the average KL
+    splits as (Hoffman and Johnson, "ELBO surgery"):
+
+        mean_n KL(q(z|x_n) || p(z)) = I(x; z) + KL(m(z) || p(z))
+
+    Both terms are estimated with z_n ~ q(z | x_n), one draw per image:
+    I = mean_n [log q(z_n|x_n) - log m(z_n)], KL_m = mean_n [log m(z_n) - log p(z_n)],
+    with log m evaluated exactly over the N images (O(N**2)). The estimate of
+    I is at most log N, so use enough images (a few thousand).
+
+    Args:
+        means: Posterior means `(N, latent_dim)`.
+        stddevs: Posterior standard deviations `(N, latent_dim)`.
+        seed: Seed of the draws. Defaults to 0.
+        chunk: Draws scored against all N posteriors at once. Defaults to 256.
+
+    Returns:
+        A dict with `mutual_information` and `marginal_kl` (nats).
+
+    References:
+        Hoffman, Johnson. ELBO surgery. NIPS 2016 AABI workshop.
+        Rybkin et al. arXiv:2006.13202 (Table 3 reports both).
+    """
+    means, stddevs = np.asarray(means, "float64"), np.asarray(stddevs, "float64")
+    count = len(means)
+    z = means + stddevs * np.random.default_rng(seed).standard_normal(means.shape)
+    log_q_own = np.sum(-0.5 * ((z - means) / stddevs) ** 2 - np.log(stddevs) - 0.5 * math.log(2 * math.pi), axis=-1)
+    log_m = np.concatenate([
+        scipy.special.logsumexp(_log_normal(z[start : start + chunk], means, stddevs), axis=1) - math.log(count)
+        for start in range(0, count, chunk)
+    ])
+    log_p = np.sum(-0.5 * z**2 - 0.5 * math.log(2 * math.pi), axis=-1)
+    return {
+        "mutual_information": float(np.mean(log_q_own - log_m)),
+        "marginal_kl": float(np.mean(log_m - log_p)),
+    }
+
+
+def posterior_statistics(
+    model,
+    data,
+    batch_size: int = 500,
+    threshold: float = ACTIVE_UNIT_THRESHOLD,
+    collapse_nats: float = COLLAPSE_NATS,
+    seed: int | None = 0,
+) -> dict:
+    """Posterior-collapse diagnostics of a model over `data`.
+
+    Args:
+        model: A `VAE`.
+        data: Images or a `tf.data.Dataset`.
+        batch_size: Images per encoder call. Defaults to 500.
+        threshold: Active-unit variance threshold. Defaults to 0.01.
+        collapse_nats: A dimension whose mean KL is below this counts as
+            collapsed. Defaults to 0.1.
+        seed: Seed of the aggregate-posterior draws. Defaults to 0.
+
+    Returns:
+        A dict: `kl` (nats per image), `kl_per_dim` (list), `active_units`,
+        `collapsed_units` (KL below `collapse_nats`), `latent_dim`,
+        `mutual_information`, `marginal_kl`.
+
+    Example:
+
+    >>> import keras_vae as kv
+    >>> vae = kv.build_vae((8, 8, 1), network="mlp", latent_dim=3)
+    >>> stats = posterior_statistics(vae, np.zeros((5, 8, 8, 1), "float32"))
+    >>> stats["latent_dim"], len(stats["kl_per_dim"])
+    (3, 3)
+    """
+    means, stddevs = posterior_moments(model, data, batch_size)
+    kl_by_dim = kl_per_dimension_stats(means, stddevs)
+    return {
+        "kl": float(kl_by_dim.sum()),
+        "kl_per_dim": kl_by_dim.tolist(),
+        "active_units": active_units(means, threshold),
+        "collapsed_units": int(np.sum(kl_by_dim < collapse_nats)),
+        "latent_dim": int(means.shape[1]),
+        **aggregate_posterior_kl(means, stddevs, seed),
+    }
+
+
+# ---------------------------------------------------------------------- FID
+def frechet_distance(mu1, cov1, mu2, cov2, eps: float = 1e-6) -> float:
+    """The Frechet distance between N(mu1, cov1) and N(mu2, cov2).
+
+    d**2 = |mu1 - mu2|**2 + tr(cov1 + cov2 - 2 (cov1 cov2)**(1/2))
+
+    The matrix square root is scipy's `sqrtm`; when it fails (near-singular
+    covariances) `eps` is added to both diagonals, as in the reference FID code.
+
+    Example:
+
+    >>> frechet_distance(np.zeros(2), np.eye(2), np.ones(2), 4 * np.eye(2))
+    4.0
+    """
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, "float64")), np.atleast_1d(np.asarray(mu2, "float64"))
+    cov1, cov2 = np.atleast_2d(np.asarray(cov1, "float64")), np.atleast_2d(np.asarray(cov2, "float64"))
+    if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != (len(mu1), len(mu1)):
+        raise ValueError(
+            f"Mismatched statistics: mu1 {mu1.shape}, cov1 {cov1.shape}, mu2 {mu2.shape}, cov2 {cov2.shape}."
+        )
+    for name, value in (("mu1", mu1), ("cov1", cov1), ("mu2", mu2), ("cov2", cov2)):
+        if not np.isfinite(value).all():
+            raise ValueError(f"{name} has NaN or inf entries.")
+    covmean = scipy.linalg.sqrtm(cov1 @ cov2)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(len(mu1)) * eps
+        covmean = scipy.linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
+    covmean = np.real(covmean)
+    diff = mu1 - mu2
+    distance = diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean)
+    return float(max(distance, 0.0))
+
+
+def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (rows are samples) of features `(N, F)`."""
+    features = np.asarray(features, "float64").reshape(len(features), -1)
+    if len(features) < 2:
+        raise ValueError(f"Expected at least 2 feature vectors. Received {len(features)}.")
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def compute_features(feature_model: Callable, images, batch_size: int = 500) -> np.ndarray:
+    """Runs `feature_model` over images in batches: `(N, F)`."""
+    images = np.asarray(images, "float32")
+    outputs = [np.asarray(feature_model(images[start : start + batch_size], training=False))
+               for start in range(0, len(images), batch_size)]
+    return np.concatenate(outputs).reshape(len(images), -1)
+
+
+def fid(real, generated, feature_model: Callable, batch_size: int = 500) -> float:
+    """Frechet distance between feature statistics of real and generated images.
+
+    FID depends on the feature model and on the number of images (it is
+    biased upwards for small sets): report both with the number. InceptionV3
+    weights cannot be downloaded here; `keras_vae.feature_model.get` gives a
+    small classifier trained on the dataset instead.
+
+    Args:
+        real: Images `(N, H, W, C)` in [0, 1] or a dataset.
+        generated: Images `(M, H, W, C)` in [0, 1] or a dataset.
+        feature_model: A callable (e.g. a Keras model) from images to features.
+        batch_size: Images per feature-model call. Defaults to 500.
+
+    Returns:
+        The FID (lower is better; 0 for identical statistics).
+    """
+    real = as_array(real)
+    generated = as_array(generated, real.shape[1:])
+    return frechet_distance(
+        *feature_statistics(compute_features(feature_model, real, batch_size)),
+        *feature_statistics(compute_features(feature_model, generated, batch_size)),
+    )
+
+
+# ---------------------------------------------------------------- images
+def prior_samples(model, num_samples: int, batch_size: int = 500, seed: int | None = 0) -> np.ndarray:
+    """Decoder means at z ~ N(0, I): `(num_samples, H, W, C)` (seeded)."""
+    _check_positive("num_samples", num_samples)
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((num_samples, model.latent_dim)).astype("float32")
+    return np.concatenate([np.asarray(model.decode(z[start : start + batch_size])[0])
+                           for start in range(0, num_samples, batch_size)])
+
+
+def reconstructions(model, data, batch_size: int = 500) -> np.ndarray:
+    """Decoder means at the posterior means: `(N, H, W, C)`."""
+    x = as_array(data, getattr(model, "image_shape", None))
+    return np.concatenate([np.asarray(model.reconstruct(batch)) for batch in _batches(x, batch_size, False, "")])
