@@ -7,6 +7,7 @@ plain `tf.function`; neither depends on the rest of keras_vae.
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 OPTIMAL_SIGMA_REDUCTIONS = ("batch", "image", "channel")
@@ -14,6 +15,33 @@ OPTIMAL_SIGMA_REDUCTIONS = ("batch", "image", "channel")
 # Keeps log(mse) finite when a reconstruction is exact; far below any
 # sigma the soft clip at -6 allows (exp(-12) ~ 6e-6).
 _MSE_EPSILON = 1e-12
+
+
+def cross_replica_sum(value):
+    """Sums `value` over the replicas of a `tf.distribute` strategy.
+
+    Inside `strategy.run` (what `model.fit` does under a strategy) this is a
+    differentiable all-reduce: its gradient is the all-reduce of the
+    gradients, so a loss built from global statistics back-propagates into
+    every replica's share of the batch. On one device, or in a cross-replica
+    context, the value passes through unchanged.
+
+    Args:
+        value: A tensor of the same shape on every replica.
+
+    Returns:
+        The sum over replicas, same shape and dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> float(cross_replica_sum(np.float32(3.0)))
+    3.0
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return ops.convert_to_tensor(value)
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
 def soft_clip(x, low: float = -6.0):
@@ -136,13 +164,23 @@ class OptimalSigma(keras.layers.Layer):
         )
 
     def mean_squared_error(self, targets, means):
-        """The mean squared error over the axes that share one sigma."""
+        """The mean squared error over the axes that share one sigma.
+
+        Under a `tf.distribute` strategy the `"batch"` and `"channel"` MSEs
+        are those of the GLOBAL batch: the sums of squares and the pixel
+        counts are all-reduced over replicas (not the per-replica means), so
+        every replica uses the sigma a single device would. `"image"` needs
+        no reduction.
+        """
         squared = ops.square(ops.convert_to_tensor(targets, means.dtype) - means)
-        if self.reduction == "batch":
-            return ops.mean(squared)
         if self.reduction == "image":
             return ops.mean(squared, axis=(1, 2, 3), keepdims=True)
-        return ops.mean(squared, axis=(0, 1, 2))
+        axes = (0, 1, 2, 3) if self.reduction == "batch" else (0, 1, 2)
+        sums = ops.reshape(ops.sum(squared, axis=axes), (-1,))
+        count = ops.cast(ops.size(squared), sums.dtype) / ops.cast(ops.size(sums), sums.dtype)
+        totals = cross_replica_sum(ops.concatenate([sums, ops.reshape(count, (1,))]))
+        mse = totals[:-1] / totals[-1]
+        return mse[0] if self.reduction == "batch" else mse
 
     def call(self, targets, means, training=False):
         means = ops.convert_to_tensor(means)
@@ -155,7 +193,10 @@ class OptimalSigma(keras.layers.Layer):
         """Folds a batch's MSE into the running average (no gradient)."""
         batch_mse = ops.stop_gradient(mse)
         if self.reduction == "image":
-            batch_mse = ops.mean(batch_mse)
+            # The global batch's mean over images, so replicas stay in step.
+            count = ops.cast(ops.shape(batch_mse)[0], batch_mse.dtype)
+            totals = cross_replica_sum(ops.stack([ops.sum(batch_mse), count]))
+            batch_mse = totals[0] / totals[1]
         self.running_mse.assign(
             self.momentum * self.running_mse + (1.0 - self.momentum) * batch_mse
         )

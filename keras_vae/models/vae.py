@@ -15,6 +15,7 @@ from keras import ops
 from keras_vae import likelihoods as likelihoods_lib
 from keras_vae import networks
 from keras_vae.data import validate_images
+from keras_vae.layers import cross_replica_sum
 from keras_vae.objectives import elbo_terms
 from keras_vae.posteriors import DiagonalGaussian, kl_per_dimension
 
@@ -23,6 +24,48 @@ METRIC_NAMES = ("loss", "elbo", "rec", "kl", "sigma", "beta")
 
 def _shape_without_batch(tensor_shape) -> tuple:
     return tuple(tensor_shape[1:])
+
+
+def _keep_float32(layer: keras.layers.Layer) -> None:
+    """Makes a head (and its sublayers) compute in float32 under a mixed policy.
+
+    With `keras.mixed_precision` the networks compute in float16/bfloat16,
+    but the posterior, the likelihood, the KL and the sigma statistics must
+    stay float32 (a bfloat16 sum of 784 squared errors keeps 3 digits).
+    """
+    for sublayer in layer._flatten_layers(include_self=True, recursive=True):
+        if sublayer.dtype_policy.compute_dtype != "float32":
+            sublayer.dtype_policy = "float32"
+
+
+def _num_replicas() -> int:
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
+def _multi_worker() -> bool:
+    strategy = tf.distribute.get_strategy()
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
+
+
+def _global_batch_means(log_likelihood, kl_per_dim):
+    """Per-image terms -> the global batch's means, as a batch of one.
+
+    On one device this returns its arguments (`elbo_terms` averages them).
+    Under a `tf.distribute` strategy each replica holds a slice of the batch;
+    the sums and the image count are all-reduced (differentiably), so every
+    replica sees the single-device ELBO of the global batch, free bits
+    included (their floor applies to the global per-dimension KL).
+    """
+    if _num_replicas() == 1:
+        return log_likelihood, kl_per_dim
+    count = ops.cast(ops.shape(log_likelihood)[0], log_likelihood.dtype)
+    packed = ops.concatenate(
+        [ops.sum(log_likelihood, keepdims=True), ops.sum(kl_per_dim, axis=0), ops.reshape(count, (1,))]
+    )
+    totals = cross_replica_sum(packed)
+    means = totals[:-1] / totals[-1]
+    return means[:1], ops.expand_dims(means[1:], 0)
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -89,6 +132,8 @@ class VAE(keras.Model):
         self.latent_dim = latent_dim
         self.likelihood = likelihoods_lib.get(likelihood)
         self.posterior = posterior if posterior is not None else DiagonalGaussian(latent_dim)
+        _keep_float32(self.posterior)
+        _keep_float32(self.likelihood)
         self.initial_beta = float(beta)
         self.free_bits = float(free_bits)
         self.seed = seed
@@ -166,33 +211,61 @@ class VAE(keras.Model):
         """
         x = ops.convert_to_tensor(x, "float32")
         q = self.posterior.distribution(self.encoder(x, training=training))
-        noise = keras.random.normal(ops.shape(q.loc), seed=self.seed_generator)
+        noise = self._replica_noise(ops.shape(q.loc))
         z = q.loc + q.stddev() * noise  # the reparameterised sample of q
         p = self.likelihood.distribution(self.decoder(z, training=training), x, training=training)
         log_likelihood = p.log_prob(x)
         kl_per_dim = kl_per_dimension(q)
-        terms = elbo_terms(log_likelihood, kl_per_dim, self.beta, self.free_bits)
+        terms = elbo_terms(*_global_batch_means(log_likelihood, kl_per_dim), self.beta, self.free_bits)
         terms["sigma"] = ops.mean(p.stddev())
         terms["log_likelihood"] = log_likelihood
         terms["kl_per_dim"] = kl_per_dim
         return terms
+
+    def _replica_noise(self, shape):
+        """N(0, I) noise of `shape`: this replica's rows of the global batch's draw.
+
+        Under a strategy every replica draws the noise of the whole global
+        batch (the seed state is mirrored, so the draws agree) and keeps its
+        own rows, so a distributed step uses exactly the single-device noise.
+        """
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return keras.random.normal(shape, seed=self.seed_generator)
+        replica = tf.cast(context.replica_id_in_sync_group, "int32")
+        local = tf.cast(shape[0], "float32")
+        counts = cross_replica_sum(tf.one_hot(replica, context.num_replicas_in_sync) * local)
+        counts = tf.cast(tf.round(counts), "int32")
+        offset = tf.reduce_sum(counts[:replica])
+        noise = keras.random.normal((tf.reduce_sum(counts), shape[1]), seed=self.seed_generator)
+        return noise[offset : offset + shape[0]]
 
     def _images(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return x
 
     def _update_metrics(self, terms: dict, x) -> dict:
+        # Each replica weighs the global-batch terms by its own share of the
+        # batch; the metrics' sum-on-read variables then give global means.
         batch = ops.cast(ops.shape(x)[0], "float32")
         for name in METRIC_NAMES:
             value = self.beta if name == "beta" else terms[name]
             self.trackers[name].update_state(value, sample_weight=batch)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        results = {name: tracker.result() for name, tracker in self.trackers.items()}
+        if _multi_worker():
+            # Keras reduces multi-worker step outputs with `strategy.reduce(MEAN, axis=0)`,
+            # which needs a batch axis: give the scalars one (the reduction removes it).
+            results = {name: ops.reshape(value, (1,)) for name, value in results.items()}
+        return results
 
     def train_step(self, data):
         x = self._images(data)
         with tf.GradientTape() as tape:
             terms = self.compute_terms(x, training=True)
-            loss = self.optimizer.scale_loss(terms["loss"])
+            # `terms["loss"]` is the global batch's loss on every replica and
+            # the optimizer sums the replicas' gradients: divide by their
+            # number so the update equals the single-device one.
+            loss = self.optimizer.scale_loss(terms["loss"] / _num_replicas())
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         return self._update_metrics(terms, x)
