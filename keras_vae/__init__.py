@@ -19,7 +19,7 @@ from keras_vae.models import VAE, build_vae  # noqa: E402
 from keras_vae.models import VQVAE, ConditionalVAE, GumbelSoftmaxVAE, HierarchicalVAE, SpatialVAE  # noqa: E402
 from keras_vae.posteriors import DiagonalGaussian  # noqa: E402
 from keras_vae import export  # noqa: E402  (after models: it imports them)
-from keras_vae import evaluation, feature_model  # noqa: E402
+from keras_vae import callbacks, evaluation, feature_model  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -37,6 +37,7 @@ __all__ = [
     "SoftClip",
     "annealing",
     "build_vae",
+    "callbacks",
     "data",
     "evaluation",
     "export",

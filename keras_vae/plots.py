@@ -13,12 +13,12 @@ import numpy as np  # noqa: E402
 
 
 def tile(images, num_columns: int | None = None, padding: int = 1) -> np.ndarray:
-    """Tiles images `(N, H, W, C)` into one `(rows * (H + p), cols * (W + p), C)` array.
+    """Tiles images `(N, H, W, C)` into one `(rows * (H + p) - p, cols * (W + p) - p, C)` array.
 
     Example:
 
     >>> tile(np.zeros((6, 4, 4, 1)), num_columns=3).shape
-    (10, 15, 1)
+    (9, 14, 1)
     """
     images = np.clip(np.asarray(images, "float32"), 0.0, 1.0)
     if images.ndim != 4:
@@ -60,3 +60,151 @@ def reconstruction_grid(originals, reconstructions, path) -> Path:
     for start in range(0, len(originals), columns):
         rows += [originals[start : start + columns], reconstructions[start : start + columns]]
     return save_image(tile(np.concatenate(rows), num_columns=columns), path)
+
+
+# ------------------------------------------------------------ interpolation
+def interpolate(z1, z2, steps: int = 10, method: str = "linear") -> np.ndarray:
+    """Points from `z1` to `z2` (both ends included): `(steps, latent_dim)`.
+
+    `"linear"`: (1 - t) z1 + t z2. `"spherical"` (slerp, White 2016):
+    sin((1 - t) omega) / sin(omega) z1 + sin(t omega) / sin(omega) z2, with
+    omega the angle between z1 and z2; it keeps the norm typical of a
+    Gaussian prior sample, where a straight line passes close to the origin.
+
+    Example:
+
+    >>> interpolate(np.array([1.0, 0.0]), np.array([0.0, 1.0]), 3, "spherical").round(3).tolist()
+    [[1.0, 0.0], [0.707, 0.707], [0.0, 1.0]]
+    """
+    if method not in ("linear", "spherical"):
+        raise ValueError(f"Expected method 'linear' or 'spherical'. Received: method={method!r}")
+    if not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"Expected steps >= 2. Received: steps={steps!r}")
+    z1, z2 = np.asarray(z1, "float64").ravel(), np.asarray(z2, "float64").ravel()
+    if z1.shape != z2.shape:
+        raise ValueError(f"z1 and z2 differ in shape: {z1.shape} and {z2.shape}.")
+    t = np.linspace(0.0, 1.0, steps)[:, None]
+    if method == "linear":
+        return (1 - t) * z1 + t * z2
+    cosine = np.dot(z1, z2) / max(np.linalg.norm(z1) * np.linalg.norm(z2), 1e-12)
+    omega = np.arccos(np.clip(cosine, -1.0, 1.0))
+    if omega < 1e-6:  # (anti)parallel within float precision: slerp is the line
+        return (1 - t) * z1 + t * z2
+    return (np.sin((1 - t) * omega) * z1 + np.sin(t * omega) * z2) / np.sin(omega)
+
+
+def interpolation_grid(model, x1, x2, path, steps: int = 10) -> Path:
+    """Decodes linear (top row) and spherical (bottom row) paths between two images' posterior means.
+
+    Args:
+        model: A VAE with `encode` and `decode`.
+        x1: The first image `(H, W, C)` (or a batch of one).
+        x2: The second image.
+        path: The PNG to write.
+        steps: Images per row, ends included. Defaults to 10.
+
+    Returns:
+        The path. Each row also shows the originals at its two ends.
+    """
+    x = np.stack([np.asarray(x1, "float32").reshape(model.image_shape), np.asarray(x2, "float32").reshape(model.image_shape)])
+    means = np.asarray(model.encode(x)[0])
+    rows = []
+    for method in ("linear", "spherical"):
+        z = interpolate(means[0], means[1], steps, method).astype("float32")
+        rows.append(np.concatenate([x[:1], np.asarray(model.decode(z)[0]), x[1:]]))
+    return save_image(tile(np.concatenate(rows), num_columns=steps + 2), path)
+
+
+def latent_traversal(model, path, z=None, dims=None, span: float = 3.0, steps: int = 9) -> Path:
+    """One row per latent dimension: `z` with that dimension swept over [-span, span].
+
+    Args:
+        model: A VAE with `latent_dim` and `decode`.
+        path: The PNG to write.
+        z: The base latent `(latent_dim,)`. Defaults to zeros (the prior mean).
+        dims: Dimensions to show, e.g. the most active ones. Defaults to all.
+        span: Half-width of the sweep. Defaults to 3.
+        steps: Images per row. Defaults to 9.
+
+    Returns:
+        The path.
+    """
+    base = np.zeros(model.latent_dim, "float32") if z is None else np.asarray(z, "float32").reshape(model.latent_dim)
+    dims = list(range(model.latent_dim)) if dims is None else [int(d) for d in dims]
+    bad = [d for d in dims if not 0 <= d < model.latent_dim]
+    if bad or not dims:
+        raise ValueError(f"Expected dims in [0, {model.latent_dim}). Received: dims={dims}")
+    values = np.linspace(-span, span, steps, dtype="float32")
+    latents = np.repeat(base[None], len(dims) * steps, axis=0)
+    for row, dim in enumerate(dims):
+        latents[row * steps : (row + 1) * steps, dim] = values
+    return save_image(tile(np.asarray(model.decode(latents)[0]), num_columns=steps), path)
+
+
+# ------------------------------------------------------------------ charts
+def kl_bars(kl_per_dim, path, collapse_nats: float = 0.1, figsize=(6.4, 3.2), dpi: int = 100) -> Path:
+    """A bar chart of the KL of each latent dimension, with the collapse threshold drawn.
+
+    Args:
+        kl_per_dim: Mean KL per dimension, nats (`evaluation.posterior_statistics`).
+        path: The PNG to write (`figsize * dpi` pixels).
+        collapse_nats: The line below which a dimension counts as collapsed.
+            Defaults to 0.1.
+        figsize: Inches. Defaults to (6.4, 3.2).
+        dpi: Dots per inch. Defaults to 100.
+    """
+    kl = np.asarray(kl_per_dim, "float64").ravel()
+    figure, axes = plt.subplots(figsize=figsize, dpi=dpi)
+    colours = ["tab:grey" if value < collapse_nats else "tab:blue" for value in kl]
+    axes.bar(np.arange(len(kl)), kl, color=colours)
+    axes.axhline(collapse_nats, color="tab:red", linestyle="--", linewidth=1, label=f"{collapse_nats} nats")
+    axes.set_xlabel("latent dimension")
+    axes.set_ylabel("KL (nats)")
+    axes.set_title(f"KL per dimension: {int(np.sum(kl >= collapse_nats))} of {len(kl)} above {collapse_nats}")
+    axes.legend(loc="upper right")
+    return _save_figure(figure, path)
+
+
+def rate_distortion_curve(points, path, figsize=(6.4, 4.8), dpi: int = 100) -> Path:
+    """Distortion against rate: sweep points joined by a line, other models as labelled markers.
+
+    Args:
+        points: Dicts with `rate` (KL, nats), `distortion` (e.g. MSE), `label`
+            and `group`; points of a group whose name starts with `"beta"`
+            are joined (a beta sweep), the others (calibrated models) stand alone.
+        path: The PNG to write (`figsize * dpi` pixels).
+        figsize: Inches. Defaults to (6.4, 4.8).
+        dpi: Dots per inch. Defaults to 100.
+    """
+    if not points:
+        raise ValueError("Expected at least one point to plot.")
+    figure, axes = plt.subplots(figsize=figsize, dpi=dpi)
+    groups: dict[str, list] = {}
+    for point in points:
+        groups.setdefault(point.get("group", ""), []).append(point)
+    markers = iter("s^DvP*Xo")
+    for group, members in groups.items():
+        members = sorted(members, key=lambda p: p["rate"])
+        rates = [p["rate"] for p in members]
+        distortions = [p["distortion"] for p in members]
+        if group.startswith("beta"):
+            axes.plot(rates, distortions, "o-", label=group)
+        else:
+            axes.plot(rates, distortions, next(markers, "o"), markersize=9, label=group)
+        for p in members:
+            axes.annotate(p.get("label", ""), (p["rate"], p["distortion"]), fontsize=7,
+                          textcoords="offset points", xytext=(4, 4))
+    axes.set_xlabel("rate: KL(q(z|x) || p(z)) (nats)")
+    axes.set_ylabel("distortion: MSE per pixel")
+    axes.set_yscale("log")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    return _save_figure(figure, path)
+
+
+def _save_figure(figure, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path

@@ -1,0 +1,166 @@
+"""Keras callbacks that watch a VAE while it trains: posterior collapse and images in TensorBoard.
+
+Example:
+
+>>> import keras, numpy as np, keras_vae as kv
+>>> x = np.random.default_rng(0).uniform(size=(32, 8, 8, 1)).astype("float32")
+>>> vae = kv.build_vae((8, 8, 1), network="mlp", latent_dim=4)
+>>> vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+>>> monitor = CollapseMonitor(x)
+>>> history = vae.fit(x, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
+>>> sorted(k for k in history.history if k.startswith("posterior_"))
+['posterior_active_units', 'posterior_collapsed_fraction', 'posterior_marginal_kl', 'posterior_mutual_information']
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_vae import evaluation
+
+
+class PosteriorCollapseWarning(UserWarning):
+    """Too many latent dimensions carry (almost) no information."""
+
+
+class CollapseMonitor(keras.callbacks.Callback):
+    """Logs posterior-collapse statistics each epoch and warns when the posterior collapses.
+
+    At the end of every `every`-th epoch it computes, over `data`, the KL of
+    each latent dimension, the active units, the mutual information I(x; z)
+    and the marginal KL(m(z) || p(z)) (see `evaluation.posterior_statistics`),
+    adds them to the epoch logs as `posterior_*` (so they reach the History,
+    CSVLogger and TensorBoard callbacks that run after it), keeps them in
+    `self.history`, and issues a `PosteriorCollapseWarning` when more than
+    `max_collapsed_fraction` of the dimensions have a KL below `collapse_nats`.
+
+    Args:
+        data: Images `(N, H, W, C)` to measure on (a held-out set; a few
+            hundred to a few thousand images).
+        every: Measure every this many epochs. Defaults to 1.
+        collapse_nats: KL below which a dimension counts as collapsed.
+            Defaults to 0.1.
+        max_collapsed_fraction: Warn above this share of collapsed
+            dimensions. Defaults to 0.2.
+        log_dir: If given, also write the statistics and a KL-per-dimension
+            histogram as TensorBoard summaries there. Defaults to None.
+    """
+
+    def __init__(self, data, every: int = 1, collapse_nats: float = evaluation.COLLAPSE_NATS,
+                 max_collapsed_fraction: float = 0.2, log_dir=None):
+        super().__init__()
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"Expected a positive integer. Received: every={every!r}")
+        if not 0.0 <= max_collapsed_fraction <= 1.0:
+            raise ValueError(f"Expected 0 <= max_collapsed_fraction <= 1. Received: {max_collapsed_fraction}")
+        self.data = evaluation.as_array(data)
+        self.every = every
+        self.collapse_nats = float(collapse_nats)
+        self.max_collapsed_fraction = float(max_collapsed_fraction)
+        self.log_dir = log_dir
+        self.history: list[dict] = []
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        stats = evaluation.posterior_statistics(self.model, self.data, collapse_nats=self.collapse_nats)
+        fraction = stats["collapsed_units"] / stats["latent_dim"]
+        summary = {
+            "posterior_active_units": float(stats["active_units"]),
+            "posterior_collapsed_fraction": fraction,
+            "posterior_mutual_information": stats["mutual_information"],
+            "posterior_marginal_kl": stats["marginal_kl"],
+        }
+        if logs is not None:
+            logs.update(summary)
+        self.history.append({"epoch": epoch, **stats})
+        if fraction > self.max_collapsed_fraction:
+            warnings.warn(
+                f"Posterior collapse at epoch {epoch + 1}: {stats['collapsed_units']} of {stats['latent_dim']} "
+                f"latent dimensions have KL < {self.collapse_nats} nats ({fraction:.0%} > "
+                f"{self.max_collapsed_fraction:.0%}). Consider KL warm-up, free bits or a calibrated decoder.",
+                PosteriorCollapseWarning,
+                stacklevel=2,
+            )
+        if self.log_dir is not None:
+            self._write(epoch, summary, np.asarray(stats["kl_per_dim"]))
+
+    def _write(self, epoch: int, summary: dict, kl_per_dim: np.ndarray) -> None:
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.log_dir))
+        with self._writer.as_default(step=epoch):
+            for name, value in summary.items():
+                tf.summary.scalar(name, value)
+            tf.summary.histogram("posterior_kl_per_dim", kl_per_dim)
+            self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class ImageLogger(keras.callbacks.Callback):
+    """Writes prior samples and reconstructions to TensorBoard as images each epoch.
+
+    Images: `samples` (a tiled grid of decoder means at fixed z ~ N(0, I), so
+    epochs are comparable) and `reconstructions` (originals on odd rows,
+    reconstructions below them), under `log_dir` (use the same folder as
+    `keras.callbacks.TensorBoard` to see them beside the losses).
+
+    Args:
+        log_dir: The TensorBoard log folder.
+        images: Images `(N, H, W, C)` to reconstruct (the first 16 are used).
+        num_samples: Prior samples per grid. Defaults to 16.
+        every: Log every this many epochs. Defaults to 1.
+        seed: Seed of the fixed prior draws. Defaults to 0.
+    """
+
+    def __init__(self, log_dir, images, num_samples: int = 16, every: int = 1, seed: int = 0):
+        super().__init__()
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"Expected a positive integer. Received: every={every!r}")
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"Expected a positive integer. Received: num_samples={num_samples!r}")
+        self.log_dir = log_dir
+        self.images = evaluation.as_array(images)[:16]
+        self.num_samples = num_samples
+        self.every = every
+        self.seed = seed
+        self._writer = None
+        self._z = None
+
+    def grids(self) -> dict:
+        """The current `samples` and `reconstructions` grids, each `(height, width, C)` in [0, 1]."""
+        from keras_vae import plots
+
+        if self._z is None:
+            rng = np.random.default_rng(self.seed)
+            self._z = rng.standard_normal((self.num_samples, self.model.latent_dim)).astype("float32")
+        samples = np.asarray(self.model.decode(self._z)[0])
+        reconstructions = np.asarray(self.model.reconstruct(self.images))
+        columns = min(len(self.images), 8)
+        rows = []
+        for start in range(0, len(self.images), columns):
+            rows += [self.images[start : start + columns], reconstructions[start : start + columns]]
+        return {"samples": plots.tile(samples), "reconstructions": plots.tile(np.concatenate(rows), columns)}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.log_dir))
+        with self._writer.as_default(step=epoch):
+            for name, grid in self.grids().items():
+                tf.summary.image(name, grid[None], step=epoch)
+            self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
