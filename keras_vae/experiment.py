@@ -7,6 +7,7 @@ on the test split and writes `model.keras`, `metrics.json`, `samples.png` and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_vae import annealing, data, likelihoods, models, networks, plots
+from keras_vae import annealing, data, distribute, likelihoods, models, networks, plots
 from keras_vae.models.vae import VAE
 
 RUN_FILES = ("model.keras", "metrics.json", "samples.png", "reconstructions.png")
@@ -43,6 +44,11 @@ class RunConfig:
         test_fraction: Test share for datasets without a test split.
         out: Output folder.
         overwrite: Replace a model already in `out`.
+        distribute: `"none"`, `"mirrored"` or `"multiworker"` (see
+            `keras_vae.distribute`).
+        mixed_precision: `"none"`, `"mixed_float16"` or `"mixed_bfloat16"`.
+        jit_compile: XLA for the train step; None lets Keras choose ("auto":
+            off on CPU, where it is slower).
     """
 
     dataset: str = "mnist"
@@ -61,6 +67,9 @@ class RunConfig:
     test_fraction: float = 0.1
     out: str = "runs/demo"
     overwrite: bool = False
+    distribute: str = "none"
+    mixed_precision: str = "none"
+    jit_compile: bool | None = None
 
 
 def prepare_output(out, overwrite: bool) -> Path:
@@ -118,6 +127,57 @@ def evaluate(model: VAE, x_test: np.ndarray, batch_size: int = 128, y_test=None)
     }
 
 
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss and says where and with which sigma.
+
+    Replaces `keras.callbacks.TerminateOnNaN`, whose message names neither
+    the step nor the likelihood. `message` keeps the explanation.
+
+    Args:
+        sigma_mode: The likelihood / sigma mode, for the message.
+    """
+
+    def __init__(self, sigma_mode: str):
+        super().__init__()
+        self.sigma_mode = sigma_mode
+        self.message = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or np.all(np.isfinite(loss)):
+            return
+        step = int(np.asarray(self.model.optimizer.iterations))
+        self.message = (
+            f"Training stopped: the loss became {float(np.ravel(loss)[0])} at step {step} "
+            f"(epoch {getattr(self, '_epoch', 0) + 1}, batch {batch + 1}) with likelihood {self.sigma_mode}. "
+            "Try a lower --learning_rate, a larger fixed sigma, or an optimal sigma mode."
+        )
+        print(self.message, flush=True)
+        self.model.stop_training = True
+
+
+@contextlib.contextmanager
+def _precision(name: str):
+    """Sets the mixed-precision policy while the model is built, then restores the previous one."""
+    previous = keras.mixed_precision.global_policy()
+    distribute.set_precision(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _is_chief(strategy) -> bool:
+    """Whether this process writes the run's files (always, except non-chief multi-workers)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type in (None, "chief"):
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+
+
 class _EpochTimer(keras.callbacks.Callback):
     """Sums the wall time of training epochs (excluding evaluation)."""
 
@@ -142,6 +202,11 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
     Returns:
         `(model, metrics)`; `metrics` is also written to `metrics.json`.
     """
+    strategy = distribute.get_strategy(config.distribute)  # first: multi-worker needs it before any TF op
+    if config.mixed_precision not in distribute.PRECISIONS:
+        raise ValueError(
+            f"Expected mixed_precision in {distribute.PRECISIONS}. Received: mixed_precision={config.mixed_precision!r}"
+        )
     likelihoods.get(config.likelihood, sigma=config.sigma)  # bad names fail before any work
     networks.get(config.network)
     builder = models.get(config.model)
@@ -156,22 +221,28 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         y_train = y_test = None
     out = prepare_output(config.out, config.overwrite)
     keras.utils.set_random_seed(config.seed)
-    model = builder(
-        x_train.shape[1:],
-        network=config.network,
-        latent_dim=config.latent_dim,
-        likelihood=config.likelihood,
-        sigma=config.sigma,
-        beta=config.beta,
-        free_bits=config.free_bits,
-        seed=config.seed,
-        **model_kwargs,
-    )
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    with strategy.scope(), _precision(config.mixed_precision):
+        model = builder(
+            x_train.shape[1:],
+            network=config.network,
+            latent_dim=config.latent_dim,
+            likelihood=config.likelihood,
+            sigma=config.sigma,
+            beta=config.beta,
+            free_bits=config.free_bits,
+            seed=config.seed,
+            **model_kwargs,
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            jit_compile="auto" if config.jit_compile is None else config.jit_compile,
+        )
     timer = _EpochTimer()
+    sigma_mode = f"gaussian(sigma={config.sigma})" if config.likelihood == "gaussian" else repr(config.likelihood)
+    nan_stop = StopOnNaN(sigma_mode)
     run_callbacks = [
         timer,
-        keras.callbacks.TerminateOnNaN(),
+        nan_stop,
         keras.callbacks.BackupAndRestore(str(out / "backup")),
         *callbacks,
     ]
@@ -192,7 +263,8 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
     losses = history.history.get("loss", [])
     if losses and not np.isfinite(losses[-1]):
         raise FloatingPointError(
-            f"Training diverged (loss {losses[-1]}) with likelihood={config.likelihood!r}; nothing was saved."
+            (nan_stop.message or f"Training diverged (loss {losses[-1]}) with likelihood {sigma_mode}.")
+            + " Nothing was saved."
         )
     metrics = evaluate(model, x_test, config.batch_size, y_test)
     metrics.update(
@@ -203,6 +275,8 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         test_images=len(x_test),
         flags=dataclasses.asdict(config),
     )
+    if not _is_chief(strategy):
+        return model, metrics
     model.save(out / "model.keras")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     plots.sample_grid(np.asarray(model.sample(64)), out / "samples.png", num_columns=8)

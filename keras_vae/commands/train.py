@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from keras_vae import experiment, likelihoods, models, networks
+from keras_vae import distribute, experiment, likelihoods, models, networks
 
 _DEFAULTS = experiment.RunConfig()
 
@@ -24,6 +24,12 @@ flags.DEFINE_integer("seed", _DEFAULTS.seed, "Random seed.")
 flags.DEFINE_float("test_fraction", _DEFAULTS.test_fraction, "Test share for datasets without a test split.")
 flags.DEFINE_string("out", _DEFAULTS.out, "Output folder.")
 flags.DEFINE_bool("overwrite", _DEFAULTS.overwrite, "Replace a model already saved in --out.")
+flags.DEFINE_enum("distribute", _DEFAULTS.distribute, list(distribute.STRATEGIES),
+                  "tf.distribute strategy; 'multiworker' reads TF_CONFIG (run the same command on every worker).")
+flags.DEFINE_enum("mixed_precision", _DEFAULTS.mixed_precision, list(distribute.PRECISIONS),
+                  "Networks compute in this precision; likelihood, KL and sigma stay float32.")
+flags.DEFINE_bool("jit_compile", _DEFAULTS.jit_compile,
+                  "XLA-compile the train step (--nojit_compile: off; unset: Keras 'auto', off on CPU).")
 
 FLAGS = flags.FLAGS
 
