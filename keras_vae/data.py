@@ -159,15 +159,19 @@ def _train_size(total: int, test_fraction: float) -> int:
     return total - max(1, int(round(total * test_fraction)))
 
 
-def _tfds_split(name: str, split: str):
+def _tfds_split(name: str, split: str, test_fraction: float):
+    """A tfds split; datasets without a 'test' split are sliced by `test_fraction`."""
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder(name)
-    has_test = "test" in builder.info.splits
-    key = {"train": "train", "test": "test" if has_test else None, "all": "all"}[split]
-    if key is None:
-        raise ValueError(f"tfds dataset {name!r} has no 'test' split; its splits are {list(builder.info.splits)}.")
-    dataset = tfds.load(name, split="+".join(builder.info.splits) if key == "all" else key)
+    known = list(tfds.builder(name).info.splits)  # empty under tfds.testing.mock_data
+    key = split
+    if known and "test" not in known and split != "all":
+        cut = 100 - max(1, int(round(100 * test_fraction)))
+        key = f"train[:{cut}%]" if split == "train" else f"train[{cut}%:]"
+    try:
+        dataset = tfds.load(name, split=key)
+    except (ValueError, KeyError) as error:
+        raise ValueError(f"tfds dataset {name!r} has no split {key!r} (splits: {known or 'unknown'}).") from error
     if "image" not in dataset.element_spec:
         raise ValueError(f"tfds dataset {name!r} has no 'image' feature (features: {list(dataset.element_spec)}).")
     return dataset
@@ -199,7 +203,7 @@ def load_arrays(name: str, split: str = "train", test_fraction: float = 0.1, wit
     elif name.startswith("tfds:"):
         import tensorflow_datasets as tfds
 
-        examples = list(tfds.as_numpy(_tfds_split(name[5:], split)))
+        examples = list(tfds.as_numpy(_tfds_split(name[5:], split, test_fraction)))
         x = np.stack([e["image"] for e in examples]) if examples else np.zeros((0, 1, 1, 1), "uint8")
         y = np.array([e["label"] for e in examples]) if examples and "label" in examples[0] else None
     else:
