@@ -12,6 +12,7 @@ import os as _os
 
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+from keras_vae import distribute  # noqa: E402
 from keras_vae import annealing, data, layers, likelihoods, networks, objectives, posteriors  # noqa: E402
 from keras_vae.layers import OptimalSigma, SoftClip  # noqa: E402
 from keras_vae.likelihoods import Bernoulli, Gaussian  # noqa: E402
@@ -39,6 +40,7 @@ __all__ = [
     "build_vae",
     "callbacks",
     "data",
+    "distribute",
     "evaluation",
     "export",
     "feature_model",
