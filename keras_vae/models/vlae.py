@@ -1,0 +1,230 @@
+"""`VLAE`: a VAE whose decoder is a PixelCNN with a restricted view (Variational Lossy Autoencoder).
+
+The decoder models `p(x|z) = prod_i p(x_i | x_<i, z)` with a PixelCNN whose
+receptive field is kept small, so that local texture is modelled by the
+decoder and global structure has to be carried by z. With a large receptive
+field the decoder can model the images on its own and the KL term collapses
+to zero (posterior collapse); the restricted view is what keeps the KL up.
+
+Training is one teacher-forced pass: the decoder reads z and the true image
+x and outputs the parameters of every pixel's conditional at once. Decoding
+and sampling are autoregressive, one pixel (and channel) at a time, in a
+`tf.function` loop; slow, but exact.
+
+References:
+    Chen, Kingma, Salimans, Duan, Dhariwal, Schulman, Sutskever, Abbeel.
+    Variational Lossy Autoencoder. ICLR 2017. arXiv:1611.02731.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_vae import likelihoods as likelihoods_lib
+from keras_vae import networks, pixelcnn
+from keras_vae.models.vae import VAE
+from keras_vae.objectives import elbo_terms
+from keras_vae.posteriors import kl_per_dimension
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class VLAE(VAE):
+    """A `VAE` with an autoregressive decoder `[z, x] -> parameters` (see `pixelcnn_decoder`).
+
+    Takes the arguments of `VAE`; the decoder must be a
+    `keras_vae.pixelcnn.pixelcnn_decoder` model (inputs `[z, x]`, with the
+    sub-models `"conditioner"` and `"pixelcnn"`). Use a discrete likelihood
+    (`"logistic_mixture"`, `"categorical"`) for exact bits per dimension.
+
+    `decode(z)` and `sample(n)` draw images pixel by pixel; `reconstruct(x)`
+    decodes the posterior mean greedily (each pixel set to its conditional
+    mean, rounded to the 1/255 grid), which is deterministic.
+
+    Example:
+
+    >>> import keras_vae as kv
+    >>> vlae = kv.build_vlae((6, 6, 1), latent_dim=2, receptive_field=3, filters=8, seed=0)
+    >>> vlae.sample(2).shape
+    TensorShape([2, 6, 6, 1])
+    """
+
+    def _check_networks(self) -> tuple[int, int, int]:
+        try:
+            z_shape, x_shape = (tuple(shape[1:]) for shape in self.decoder.input_shape)
+            decoder_out = tuple(self.decoder.output_shape[1:])
+            image_shape = tuple(self.encoder.input_shape[1:])
+            self.decoder.get_layer("conditioner"), self.decoder.get_layer("pixelcnn")
+        except (AttributeError, TypeError, ValueError) as error:
+            raise ValueError(
+                "VLAE needs a decoder built by keras_vae.pixelcnn.pixelcnn_decoder: inputs [z, x] and the "
+                f"sub-models 'conditioner' and 'pixelcnn'. Received: {self.decoder.name!r}."
+            ) from error
+        if z_shape != (self.latent_dim,) or x_shape != image_shape:
+            raise ValueError(
+                f"The decoder takes [z, x] of shapes [{z_shape}, {x_shape}], but latent_dim={self.latent_dim} "
+                f"and the encoder reads images {image_shape}."
+            )
+        per_channel = self.likelihood.params_per_channel
+        expected = (*image_shape[:2], image_shape[2] * per_channel)
+        if decoder_out != expected:
+            raise ValueError(
+                f"The decoder outputs {decoder_out}, but {self.likelihood.__class__.__name__} needs "
+                f"{per_channel} parameters per channel: expected {expected}."
+            )
+        return image_shape
+
+    @property
+    def receptive_field(self) -> int:
+        """The side of the window each pixel's conditional sees."""
+        return pixelcnn.receptive_field_of(self.decoder)
+
+    # ------------------------------------------------------------- the ELBO
+    def compute_terms(self, x, training: bool = False) -> dict:
+        """One-sample ELBO terms with the teacher-forced decoder (nats per image).
+
+        Returns the dict of `VAE.compute_terms`; `sigma` is the mean standard
+        deviation of the pixels' conditionals given the true earlier pixels.
+        """
+        x = ops.convert_to_tensor(x, "float32")
+        q = self.posterior.distribution(self.encoder(x, training=training))
+        z = q.loc + q.stddev() * keras.random.normal(ops.shape(q.loc), seed=self.seed_generator)
+        p = self.likelihood.distribution(self.decoder([z, x], training=training), x, training=training)
+        log_likelihood = p.log_prob(x)
+        kl_per_dim = kl_per_dimension(q)
+        terms = elbo_terms(log_likelihood, kl_per_dim, self.beta, self.free_bits)
+        terms["sigma"] = ops.mean(p.stddev())
+        terms["log_likelihood"] = log_likelihood
+        terms["kl_per_dim"] = kl_per_dim
+        return terms
+
+    def elbo_with_running_sigma(self, x):
+        """The same as `elbo`: the decoder's conditionals carry no running statistics."""
+        return self.elbo(x)
+
+    # ------------------------------------------------------- autoregression
+    def _autoregressive(self, z, greedy: bool):
+        """Generates images from z pixel by pixel; returns `(images, conditional stddevs)`."""
+        height, width, channels = self.image_shape
+        per_channel = self.likelihood.params_per_channel
+        conditioning = self.decoder.get_layer("conditioner")(z, training=False)
+        net = self.decoder.get_layer("pixelcnn")
+        # Row i's conditionals read only rows i - reach .. i, so each step runs
+        # the network on that strip of rows (exact: masks never look below).
+        reach = (self.receptive_field - 1) // 2
+        strip = min(reach + 1, height)
+        batch = ops.shape(z)[0]
+        canvas = tf.zeros((batch, height, width, channels))
+        positions = tf.reshape(tf.eye(height * width * channels), (-1, 1, height, width, channels))
+
+        def step(index, canvas):
+            row, col, channel = index // (width * channels), (index // channels) % width, index % channels
+            start = tf.maximum(row - reach, 0)
+            params = net([canvas[:, start : start + strip], conditioning[:, start : start + strip]], training=False)
+            pixel = params[:, row - start, col, channel * per_channel : (channel + 1) * per_channel]
+            dist = self.likelihood.distribution(tf.reshape(pixel, (-1, 1, 1, per_channel)))
+            value = tf.round(dist.mean() * 255.0) / 255.0 if greedy else dist.sample()
+            return index + 1, canvas + positions[index] * tf.reshape(value, (-1, 1, 1, 1))
+
+        _, images = tf.while_loop(
+            lambda index, _: index < height * width * channels, step, (tf.constant(0), canvas)
+        )
+        images = tf.ensure_shape(images, (None, height, width, channels))
+        return images, self.likelihood.stddev(self.decoder([z, images], training=False))
+
+    def _generate(self, z, greedy: bool):
+        functions = self.__dict__.setdefault("_generate_functions", {})
+        if greedy not in functions:
+            functions[greedy] = tf.function(lambda z: self._autoregressive(z, greedy), reduce_retracing=True)
+        return functions[greedy](z)
+
+    def decode(self, z, greedy: bool = False):
+        """Draws x ~ p(x|z) pixel by pixel: `(images, sigma)`, each `(batch, H, W, C)`.
+
+        Args:
+            z: Latents `(batch, latent_dim)`.
+            greedy: Set each pixel to its conditional mean (rounded to the
+                grid) instead of sampling it. Defaults to False.
+
+        Returns:
+            The images and the standard deviations of their pixels'
+            conditionals.
+        """
+        z = ops.convert_to_tensor(z, "float32")
+        if len(z.shape) != 2 or z.shape[-1] != self.latent_dim:
+            raise ValueError(f"Expected z of shape (batch, {self.latent_dim}). Received: z.shape={tuple(z.shape)}")
+        return self._generate(z, greedy)
+
+    def sample(self, num_samples: int):
+        """Images drawn from p(z) p(x|z), pixel by pixel: `(num_samples, H, W, C)`."""
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+            raise ValueError(f"Expected a positive integer. Received: num_samples={num_samples!r}")
+        z = keras.random.normal((num_samples, self.latent_dim), seed=self.seed_generator)
+        return self.decode(z)[0]
+
+    def call(self, x, training: bool = False):
+        """The deterministic reconstruction: greedy decoding at the posterior mean."""
+        loc, _ = self.posterior(self.encoder(x, training=training))
+        return self._generate(loc, True)[0]
+
+
+def build_vlae(
+    input_shape,
+    latent_dim: int = 20,
+    likelihood="logistic_mixture",
+    receptive_field: int = 5,
+    kernel_size: int = 3,
+    filters: int = 32,
+    conditioning: str = "spatial",
+    encoder: str = "conv",
+    beta: float = 1.0,
+    free_bits: float = 0.0,
+    seed: int | None = None,
+) -> VLAE:
+    """Builds a `VLAE`: an encoder from `keras_vae.networks` and a `pixelcnn_decoder`.
+
+    Args:
+        input_shape: Image shape `(height, width, channels)`.
+        latent_dim: Size of z. Defaults to 20.
+        likelihood: A `Likelihood` or a name for `likelihoods.get`.
+            Defaults to `"logistic_mixture"`.
+        receptive_field: The decoder's view, `1 + layers * (kernel_size - 1)`,
+            at most the image size. Defaults to 5.
+        kernel_size: Odd side of the masked kernels. Defaults to 3.
+        filters: PixelCNN feature channels. Defaults to 32.
+        conditioning: `"spatial"` or `"broadcast"`. Defaults to `"spatial"`.
+        encoder: Encoder network name (`"conv"`, `"mlp"`, `"resnet"`).
+            Defaults to `"conv"`.
+        beta: KL weight. Defaults to 1.0.
+        free_bits: Per-dimension KL floor in nats. Defaults to 0.0.
+        seed: Sampling seed. Defaults to None.
+
+    Returns:
+        A built `VLAE`, ready to `compile`.
+
+    Example:
+
+    >>> vlae = build_vlae((28, 28, 1), latent_dim=8, receptive_field=5)
+    >>> vlae.receptive_field, vlae.decoder.output_shape
+    (5, (None, 28, 28, 15))
+    """
+    likelihood = likelihoods_lib.get(likelihood)
+    encoder_fn, _ = networks.get(encoder)
+    return VLAE(
+        encoder=encoder_fn(input_shape),
+        decoder=pixelcnn.pixelcnn_decoder(
+            input_shape,
+            latent_dim=latent_dim,
+            params_per_channel=likelihood.params_per_channel,
+            filters=filters,
+            receptive_field=receptive_field,
+            kernel_size=kernel_size,
+            conditioning=conditioning,
+        ),
+        latent_dim=latent_dim,
+        likelihood=likelihood,
+        beta=beta,
+        free_bits=free_bits,
+        seed=seed,
+    )
