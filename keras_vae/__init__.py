@@ -19,6 +19,9 @@ from keras_vae.likelihoods import Bernoulli, Gaussian  # noqa: E402
 from keras_vae.models import VAE, build_vae  # noqa: E402
 from keras_vae.models import VQVAE, ConditionalVAE, GumbelSoftmaxVAE, HierarchicalVAE, SpatialVAE  # noqa: E402
 from keras_vae.posteriors import DiagonalGaussian  # noqa: E402
+from keras_vae import discrete_likelihoods, pixelcnn  # noqa: E402
+from keras_vae.discrete_likelihoods import Categorical256, DiscretizedLogisticMixture  # noqa: E402
+from keras_vae.models import VLAE, build_vlae  # noqa: E402
 from keras_vae import export  # noqa: E402  (after models: it imports them)
 from keras_vae import callbacks, evaluation, feature_model  # noqa: E402
 
@@ -26,20 +29,25 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
+    "VLAE",
     "VQVAE",
     "ConditionalVAE",
     "GumbelSoftmaxVAE",
     "HierarchicalVAE",
     "SpatialVAE",
     "Bernoulli",
+    "Categorical256",
+    "DiscretizedLogisticMixture",
     "DiagonalGaussian",
     "Gaussian",
     "OptimalSigma",
     "SoftClip",
     "annealing",
     "build_vae",
+    "build_vlae",
     "callbacks",
     "data",
+    "discrete_likelihoods",
     "distribute",
     "evaluation",
     "export",
@@ -48,5 +56,6 @@ __all__ = [
     "likelihoods",
     "networks",
     "objectives",
+    "pixelcnn",
     "posteriors",
 ]

@@ -5,6 +5,7 @@ from keras_vae.models.gumbel import GumbelSoftmaxVAE, build_gumbel_vae
 from keras_vae.models.hierarchical import HierarchicalVAE, build_hierarchical_vae
 from keras_vae.models.spatial import SpatialVAE, build_spatial_vae
 from keras_vae.models.vae import VAE, build_vae
+from keras_vae.models.vlae import VLAE, build_vlae
 from keras_vae.models.vqvae import VQVAE, build_vqvae
 
 # `--model` names -> builders taking (input_shape, network, latent_dim, likelihood, sigma,
@@ -37,6 +38,7 @@ __all__ = [
     "BUILDERS",
     "NAMES",
     "VAE",
+    "VLAE",
     "VQVAE",
     "ConditionalVAE",
     "GumbelSoftmaxVAE",
@@ -47,6 +49,7 @@ __all__ = [
     "build_hierarchical_vae",
     "build_spatial_vae",
     "build_vae",
+    "build_vlae",
     "build_vqvae",
     "get",
 ]
