@@ -1,0 +1,196 @@
+"""Serving benchmark: decode latency (batch 1) and throughput (batch 256), and file sizes.
+
+Trains the conv VAE (optimal sigma, latent 20) on the embedded MNIST for
+`--epochs` (or loads `--model`), exports it with `keras_vae.export` and times
+the decoder through:
+
+- Keras `predict` on a functional model z -> decoder mean;
+- the SavedModel `decode` signature (`tf.saved_model.load`, mean and sigma);
+- LiteRT (`ai_edge_litert`) float32, float16 and dynamic-range `.tflite`
+  `decode` signatures, at 1 and 2 threads.
+
+Latency is the median of `--repeats` calls after warm-up (the p10/p90 are
+also written); throughput is images/s at batch 256 (median of 20 calls).
+Writes `benchmarks/results/serving.md` and `.json`.
+
+    python benchmarks/serving.py [--epochs=1] [--model=runs/demo/model.keras]
+
+Target: LiteRT decode at batch 1 under 1 ms for the conv decoder, and the
+SavedModel signature within 2x of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+from ai_edge_litert.interpreter import Interpreter  # noqa: E402
+
+from keras_vae import experiment, export  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+BIG_BATCH = 256
+
+flags.DEFINE_string("model", None, "A trained .keras VAE; default: train the conv net on MNIST.")
+flags.DEFINE_integer("epochs", 1, "Training epochs when --model is not given.")
+flags.DEFINE_integer("repeats", 500, "Timed batch-1 calls per runtime.")
+flags.DEFINE_list("threads", ["1", "2"], "LiteRT thread counts.")
+FLAGS = flags.FLAGS
+
+
+def _timings(fn, repeats: int, warmup: int = 20) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _summary(times: list[float], batch: int) -> dict:
+    ordered = sorted(times)
+    return {
+        "median_ms": 1e3 * statistics.median(ordered),
+        "p10_ms": 1e3 * ordered[len(ordered) // 10],
+        "p90_ms": 1e3 * ordered[(9 * len(ordered)) // 10],
+        "images_per_second": batch / statistics.median(ordered),
+    }
+
+
+def _litert_call(path: Path, batch: int, threads: int):
+    """A raw LiteRT call (tensors allocated once): set input, invoke, read the mean."""
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    runner = interpreter.get_signature_runner("decode")
+    inputs, outputs = runner.get_input_details(), runner.get_output_details()
+    interpreter.resize_tensor_input(inputs["z"]["index"], [batch, inputs["z"]["shape"][1]])
+    interpreter.allocate_tensors()
+
+    def call(z):
+        interpreter.set_tensor(inputs["z"]["index"], z)
+        interpreter.invoke()
+        return interpreter.get_tensor(outputs["mean"]["index"]), interpreter.get_tensor(outputs["sigma"]["index"])
+
+    return call
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _load_or_train(workdir: Path):
+    if FLAGS.model:
+        return keras.models.load_model(FLAGS.model), {"model": FLAGS.model}
+    config = experiment.RunConfig(epochs=FLAGS.epochs, out=str(workdir / "run"), network="conv", likelihood="optimal")
+    model, metrics = experiment.train(config, verbose=0)
+    return model, {"trained": f"conv, optimal sigma, latent 20, {FLAGS.epochs} epoch(s) on MNIST 9k",
+                   "test_elbo": metrics["test_elbo"], "sigma": metrics["sigma"]}
+
+
+def run(workdir: Path) -> dict:
+    vae, provenance = _load_or_train(workdir)
+    rng = np.random.default_rng(0)
+    z1 = rng.normal(size=(1, vae.latent_dim)).astype("float32")
+    z_big = rng.normal(size=(BIG_BATCH, vae.latent_dim)).astype("float32")
+    reference = np.asarray(vae.decode(z_big)[0])
+
+    folder = export.saved_model(vae, workdir / "serving")
+    tflite = {q or "float32": export.tflite(vae, workdir / f"decode_{q or 'float32'}.tflite", quantize=q)
+              for q in export.QUANTIZATIONS}
+
+    z_in = keras.Input((vae.latent_dim,))
+    keras_decoder = keras.Model(z_in, vae.likelihood(vae.decoder(z_in)))
+    signature = tf.saved_model.load(str(folder)).signatures["decode"]
+    rows = []
+
+    def add(name, fn1, fn_big, error):
+        rows.append({
+            "runtime": name,
+            "batch1": _summary(_timings(fn1, FLAGS.repeats), 1),
+            "batch256": _summary(_timings(fn_big, 20, warmup=3), BIG_BATCH),
+            "max_abs_error_vs_keras": error,
+        })
+        print(f"{name:28s} batch 1: {rows[-1]['batch1']['median_ms']:.3f} ms   "
+              f"batch {BIG_BATCH}: {rows[-1]['batch256']['images_per_second']:.0f} images/s", flush=True)
+
+    add("Keras predict", lambda: keras_decoder.predict(z1, verbose=0),
+        lambda: keras_decoder.predict(z_big, batch_size=BIG_BATCH, verbose=0),
+        float(np.abs(keras_decoder.predict(z_big, batch_size=BIG_BATCH, verbose=0) - reference).max()))
+    t1, t_big = tf.constant(z1), tf.constant(z_big)
+    add("SavedModel decode signature", lambda: signature(z=t1), lambda: signature(z=t_big),
+        float(np.abs(signature(z=t_big)["mean"].numpy() - reference).max()))
+    for threads in (int(t) for t in FLAGS.threads):
+        for name, path in tflite.items():
+            one, big = _litert_call(path, 1, threads), _litert_call(path, BIG_BATCH, threads)
+            add(f"LiteRT {name} ({threads} thread{'s' if threads > 1 else ''})", lambda: one(z1), lambda: big(z_big),
+                float(np.abs(big(z_big)[0] - reference).max()))
+
+    sizes = {"SavedModel folder": _size(folder), **{f"{name}.tflite": _size(path) for name, path in tflite.items()}}
+    return {"provenance": provenance, "rows": rows, "sizes_bytes": sizes}
+
+
+def _machine() -> str:
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, TF {tf.__version__}; `uptime` at the end: {load}"
+
+
+def to_markdown(result: dict) -> str:
+    best_litert = min((r for r in result["rows"] if r["runtime"].startswith("LiteRT")),
+                      key=lambda r: r["batch1"]["median_ms"])
+    saved = next(r for r in result["rows"] if r["runtime"].startswith("SavedModel"))
+    lines = [
+        "# Serving: conv decoder latency, throughput and file sizes",
+        "",
+        f"Command: `{result['command']}`; {result['machine']}.",
+        f"Model: {json.dumps(result['provenance'])}.",
+        "",
+        f"| runtime | batch 1 median (p10-p90) ms | batch {BIG_BATCH} images/s | max abs error vs Keras |",
+        "|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        b1 = row["batch1"]
+        lines.append(f"| {row['runtime']} | {b1['median_ms']:.3f} ({b1['p10_ms']:.3f}-{b1['p90_ms']:.3f}) | "
+                     f"{row['batch256']['images_per_second']:.0f} | {row['max_abs_error_vs_keras']:.2e} |")
+    lines += ["", "| file | bytes |", "|---|---|"]
+    lines += [f"| {name} | {size:,} |" for name, size in result["sizes_bytes"].items()]
+    ratio = saved["batch1"]["median_ms"] / best_litert["batch1"]["median_ms"]
+    lines += [
+        "",
+        f"Target check: fastest LiteRT batch-1 decode {best_litert['batch1']['median_ms']:.3f} ms "
+        f"({best_litert['runtime']}; target < 1 ms: {'met' if best_litert['batch1']['median_ms'] < 1 else 'NOT met'}); "
+        f"SavedModel signature {saved['batch1']['median_ms']:.3f} ms = {ratio:.1f}x of it "
+        f"(target <= 2x: {'met' if ratio <= 2 else 'NOT met'}).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    with tempfile.TemporaryDirectory(prefix="serving_bench_") as workdir:
+        result = run(Path(workdir))
+    flags_used = f"--epochs={FLAGS.epochs}" if not FLAGS.model else f"--model={FLAGS.model}"
+    result["command"] = f"nice -n 10 python benchmarks/serving.py {flags_used} --repeats={FLAGS.repeats}"
+    result["machine"] = _machine()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "serving.md").write_text(to_markdown(result))
+    print(to_markdown(result))
+
+
+if __name__ == "__main__":
+    app.run(main)
