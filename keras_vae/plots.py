@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -158,6 +159,7 @@ def kl_bars(kl_per_dim, path, collapse_nats: float = 0.1, figsize=(6.4, 3.2), dp
     colours = ["tab:grey" if value < collapse_nats else "tab:blue" for value in kl]
     axes.bar(np.arange(len(kl)), kl, color=colours)
     axes.axhline(collapse_nats, color="tab:red", linestyle="--", linewidth=1, label=f"{collapse_nats} nats")
+    axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes.set_xlabel("latent dimension")
     axes.set_ylabel("KL (nats)")
     axes.set_title(f"KL per dimension: {int(np.sum(kl >= collapse_nats))} of {len(kl)} above {collapse_nats}")
@@ -205,6 +207,32 @@ def rate_distortion_curve(points, path, figsize=(6.4, 4.8), dpi: int = 100) -> P
 def _save_figure(figure, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()  # keeps the pixel size, fits the labels inside it
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def model_figures(model, images, out, kl_per_dim=None, num_samples: int = 64, seed: int = 0) -> list[Path]:
+    """Writes the standard pictures of a model into folder `out`.
+
+    `samples.png`, `reconstructions.png`, `interpolation.png` (first two
+    images, linear then spherical), `traversal.png` (the 8 dimensions of
+    largest KL, or the first 8) and, given `kl_per_dim`, `kl_per_dim.png`.
+
+    Returns:
+        The paths written.
+    """
+    out = Path(out)
+    images = np.asarray(images, "float32")
+    z = np.random.default_rng(seed).standard_normal((num_samples, model.latent_dim)).astype("float32")
+    paths = [
+        sample_grid(np.asarray(model.decode(z)[0]), out / "samples.png", num_columns=8),
+        reconstruction_grid(images[:32], np.asarray(model.reconstruct(images[:32])), out / "reconstructions.png"),
+        interpolation_grid(model, images[0], images[min(1, len(images) - 1)], out / "interpolation.png"),
+    ]
+    order = np.argsort(-np.asarray(kl_per_dim)) if kl_per_dim is not None else np.arange(model.latent_dim)
+    paths.append(latent_traversal(model, out / "traversal.png", dims=sorted(order[:8].tolist())))
+    if kl_per_dim is not None:
+        paths.append(kl_bars(kl_per_dim, out / "kl_per_dim.png"))
+    return paths

@@ -213,3 +213,44 @@ def test_feature_model_needs_labels(tmp_path):
     np.savez(dataset, x=make_images(10, shape=(4, 4, 1)))
     with pytest.raises(ValueError, match="no labels"):
         feature_model.get(str(dataset), directory=tmp_path / "cache", verbose=False)
+
+
+def test_evaluate_saved_model_writes_eval_json_and_pngs(tmp_path):
+    import json
+
+    x = make_images(40, shape=(8, 8, 1), seed=4)
+    np.savez(tmp_path / "toy.npz", x=x[:30], x_test=x[30:])
+    vae = tiny_vae(latent_dim=3)
+    vae.fit(x[:30], batch_size=10, epochs=2, verbose=0)
+    vae.save(tmp_path / "model.keras")
+    out = tmp_path / "eval"
+    kwargs = dict(dataset=str(tmp_path / "toy.npz"), out=out, iwae_samples=4, feature_model="none", batch_size=4)
+    results = evaluation.evaluate_saved_model(tmp_path / "model.keras", **kwargs)
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved["num_images"] == 10 and saved["latent_dim"] == 3 and saved["iwae"] == results["iwae"]
+    assert results["iwae"] >= results["elbo"] - 5.0
+    assert results["bits_per_dim"] == pytest.approx(-results["iwae"] / (64 * math.log(2)))
+    assert {"mutual_information", "marginal_kl", "active_units", "bits_per_dim_dequantized"} <= set(results)
+    for name in ("samples", "reconstructions", "interpolation", "traversal", "kl_per_dim"):
+        assert (out / f"{name}.png").stat().st_size > 0
+    stamp = (out / "eval.json").read_text()
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        evaluation.evaluate_saved_model(tmp_path / "model.keras", **kwargs)
+    assert (out / "eval.json").read_text() == stamp
+    with pytest.raises(FileNotFoundError, match="missing.keras"):
+        evaluation.evaluate_saved_model(tmp_path / "missing.keras", **kwargs)
+
+
+def test_evaluate_command_line(tmp_path):
+    """The CLI wiring, in a subprocess (each command defines its own absl flags)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "eval.json").write_text("{}")
+    (tmp_path / "model.keras").write_text("")
+    done = subprocess.run(
+        [sys.executable, "-m", "keras_vae", "evaluate", f"--model={tmp_path / 'model.keras'}",
+         f"--out={tmp_path / 'eval'}"], capture_output=True, text=True)
+    assert done.returncode != 0 and "refusing to overwrite" in done.stderr
+    assert (tmp_path / "eval" / "eval.json").read_text() == "{}"
