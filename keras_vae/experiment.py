@@ -32,7 +32,8 @@ class RunConfig:
             `"vqvae"`, `"gumbel"`, `"conditional"`, `"spatial"`).
         likelihood: A name from `keras_vae.likelihoods.NAMES`.
         sigma: Fixed sigma of the `"gaussian"` likelihood.
-        network: `"conv"`, `"mlp"` or `"resnet"`.
+        network: `"conv"`, `"mlp"`, `"resnet"`, or `"pixelcnn"` (a `VLAE`:
+            conv encoder, PixelCNN decoder; `--model=vae` only).
         latent_dim: Size of z.
         beta: KL weight (BS-VAE: `optimal_per_image` with beta).
         free_bits: Per-dimension KL floor in nats.
@@ -49,6 +50,7 @@ class RunConfig:
         mixed_precision: `"none"`, `"mixed_float16"` or `"mixed_bfloat16"`.
         jit_compile: XLA for the train step; None lets Keras choose ("auto":
             off on CPU, where it is slower).
+        receptive_field: The PixelCNN decoder's view when `network="pixelcnn"`.
     """
 
     dataset: str = "mnist"
@@ -70,6 +72,7 @@ class RunConfig:
     distribute: str = "none"
     mixed_precision: str = "none"
     jit_compile: bool | None = None
+    receptive_field: int = 5
 
 
 def prepare_output(out, overwrite: bool) -> Path:
@@ -178,6 +181,19 @@ def _is_chief(strategy) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
 
 
+def _pixelcnn_builder(config: RunConfig):
+    """`--network=pixelcnn`: a builder of `VLAE`s with the run's receptive field."""
+    if config.model != "vae":
+        raise ValueError(f"--network=pixelcnn builds a VLAE and needs --model=vae. Received: --model={config.model}")
+
+    def build(input_shape, network, likelihood, sigma, **kwargs):
+        del network  # the encoder is the conv one
+        likelihood = likelihoods.get(likelihood, sigma=sigma)
+        return models.build_vlae(input_shape, likelihood=likelihood, receptive_field=config.receptive_field, **kwargs)
+
+    return build
+
+
 class _EpochTimer(keras.callbacks.Callback):
     """Sums the wall time of training epochs (excluding evaluation)."""
 
@@ -208,8 +224,11 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
             f"Expected mixed_precision in {distribute.PRECISIONS}. Received: mixed_precision={config.mixed_precision!r}"
         )
     likelihoods.get(config.likelihood, sigma=config.sigma)  # bad names fail before any work
-    networks.get(config.network)
     builder = models.get(config.model)
+    if config.network == "pixelcnn":
+        builder = _pixelcnn_builder(config)
+    else:
+        networks.get(config.network)
     x_train, y_train = data.load_arrays(config.dataset, "train", config.test_fraction, with_labels=True)
     x_test, y_test = data.load_arrays(config.dataset, "test", config.test_fraction, with_labels=True)
     model_kwargs = {}

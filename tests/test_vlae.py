@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import keras_vae as kv
+from keras_vae import experiment
 from keras_vae.discrete_likelihoods import Categorical256, DiscretizedLogisticMixture
 from keras_vae.models.vlae import VLAE, build_vlae
 from tests.conftest import assert_round_trip, make_images
@@ -84,3 +85,17 @@ def test_rejects_a_decoder_that_is_not_autoregressive():
              latent_dim=2, likelihood=DiscretizedLogisticMixture(2))
     with pytest.raises(ValueError, match="receptive_field=7 is larger than the 4x4 image"):
         build_vlae((4, 4, 1), receptive_field=7)
+
+
+def test_train_command_builds_a_vlae_for_the_pixelcnn_network(tmp_path):
+    x = np.round(make_images(40, (8, 8, 1)) * 255) / 255
+    np.savez(tmp_path / "blobs.npz", x=x)
+    config = experiment.RunConfig(
+        dataset=str(tmp_path / "blobs.npz"), likelihood="categorical", network="pixelcnn", receptive_field=3,
+        latent_dim=2, batch_size=16, epochs=1, test_fraction=0.2, out=str(tmp_path / "run"),
+    )
+    model, metrics = experiment.train(config, verbose=0)
+    assert isinstance(model, VLAE) and isinstance(model.likelihood, Categorical256) and model.receptive_field == 3
+    assert np.isfinite(metrics["test_elbo"]) and (tmp_path / "run" / "samples.png").exists()
+    with pytest.raises(ValueError, match="receptive_field=9 is larger than the 8x8 image"):
+        experiment.train(experiment.RunConfig(**{**vars(config), "receptive_field": 9, "overwrite": True}))

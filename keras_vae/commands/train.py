@@ -12,7 +12,10 @@ flags.DEFINE_string("dataset", _DEFAULTS.dataset, "'mnist' (embedded), 'tfds:NAM
 flags.DEFINE_enum("model", _DEFAULTS.model, list(models.NAMES), "Model family (conditional uses the labels).")
 flags.DEFINE_enum("likelihood", _DEFAULTS.likelihood, list(likelihoods.NAMES), "Decoder likelihood.")
 flags.DEFINE_float("sigma", _DEFAULTS.sigma, "Fixed sigma for --likelihood=gaussian.")
-flags.DEFINE_enum("network", _DEFAULTS.network, list(networks.NAMES), "Encoder/decoder network.")
+flags.DEFINE_enum("network", _DEFAULTS.network, [*networks.NAMES, "pixelcnn"],
+                  "Encoder/decoder network; 'pixelcnn' trains a VLAE (conv encoder, PixelCNN decoder).")
+flags.DEFINE_integer("receptive_field", _DEFAULTS.receptive_field,
+                     "--network=pixelcnn: side of the decoder's view (odd, 3..image size).", lower_bound=3)
 flags.DEFINE_integer("latent_dim", _DEFAULTS.latent_dim, "Size of z.", lower_bound=1)
 flags.DEFINE_float("beta", _DEFAULTS.beta, "KL weight (BS-VAE: optimal_per_image with beta).", lower_bound=0.0)
 flags.DEFINE_float("free_bits", _DEFAULTS.free_bits, "Per-dimension KL floor in nats.", lower_bound=0.0)
