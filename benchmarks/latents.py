@@ -111,6 +111,11 @@ def main(argv):
             rows.append(run_row(name, Path(workdir)))
             print(json.dumps(rows[-1]), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if set(FLAGS.rows) != set(ROWS) and (RESULTS / "latents.json").exists():
+        # A partial run replaces its rows in the saved table and keeps the others.
+        fresh = {r["row"]: r for r in rows}
+        saved = json.loads((RESULTS / "latents.json").read_text())["rows"]
+        rows = [fresh.pop(r["row"], r) for r in saved] + list(fresh.values())
     (RESULTS / "latents.json").write_text(json.dumps({"load_average": load, "rows": rows}, indent=2) + "\n")
     (RESULTS / "latents.md").write_text(to_markdown(rows, FLAGS.epochs, load))
     print((RESULTS / "latents.md").read_text())
