@@ -117,7 +117,11 @@ def main(argv):
         saved = json.loads((RESULTS / "latents.json").read_text())["rows"]
         rows = [fresh.pop(r["row"], r) for r in saved] + list(fresh.values())
     (RESULTS / "latents.json").write_text(json.dumps({"load_average": load, "rows": rows}, indent=2) + "\n")
-    (RESULTS / "latents.md").write_text(to_markdown(rows, FLAGS.epochs, load))
+    markdown = to_markdown(rows, FLAGS.epochs, load)
+    if set(FLAGS.rows) != set(ROWS):
+        markdown += (f"\nRows {', '.join(FLAGS.rows)} were re-run alone (`--rows={','.join(FLAGS.rows)}`, "
+                     f"{time.strftime('%Y-%m-%d %H:%M')}); the others are from the previous full run.\n")
+    (RESULTS / "latents.md").write_text(markdown)
     print((RESULTS / "latents.md").read_text())
 
 

@@ -79,7 +79,7 @@ def test_train_command_passes_labels(tmp_path):
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(48) % 3)
     config = experiment.RunConfig(dataset=str(tmp_path / "d.npz"), model="conditional", network="mlp",
                                   latent_dim=2, epochs=1, batch_size=16, out=str(tmp_path / "run"))
-    model, metrics = experiment.train(config, verbose=0)
+    model, _ = experiment.train(config, verbose=0)
     assert isinstance(model, kv.ConditionalVAE) and model.condition_dim == 3
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert np.isfinite(saved["test_elbo"]) and 0 < saved["test_mse"] < 1

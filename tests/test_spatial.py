@@ -5,10 +5,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from tests.conftest import assert_round_trip, assert_step_lowers_loss, make_images
 
 import keras_vae as kv
 from keras_vae.models.spatial import build_spatial_vae, latent_map_shape
+from tests.conftest import assert_round_trip, assert_step_lowers_loss, make_images
 
 SHAPE = (16, 16, 3)
 

@@ -28,7 +28,7 @@ tfd = tfp.distributions
 
 
 def _num_stages(downsampling: int) -> int:
-    stages = int(round(math.log2(downsampling))) if downsampling > 0 else -1
+    stages = round(math.log2(downsampling)) if downsampling > 0 else -1
     if stages < 1 or 2**stages != downsampling:
         raise ValueError(f"Expected downsampling to be a power of two >= 2. Received: downsampling={downsampling!r}")
     return stages
