@@ -94,8 +94,6 @@ def evaluate_row(name: str, workdir: Path, x_test: np.ndarray, features) -> dict
         implied.build(model.decoder.output_shape)
         row["implied_sigma"] = math.sqrt(beta)
         row["test_elbo_implied_sigma"] = evaluation.elbo(model, x_test, seed=FLAGS.seed, likelihood=implied)
-        row["iwae_implied_sigma"] = evaluation.iwae_bound(
-            model, x_test, num_samples=FLAGS.iwae_samples, seed=FLAGS.seed, likelihood=implied)
     row["eval_seconds"] = time.perf_counter() - start
     return row
 
@@ -134,7 +132,6 @@ def to_markdown(rows: dict, info: dict) -> str:
         neg_iwae = _fmt(-r["iwae"], signed=True)
         if "test_elbo_implied_sigma" in r:
             neg_elbo += f" ({_fmt(-r['test_elbo_implied_sigma'], signed=True)} at sigma={r['implied_sigma']:.2g})"
-            neg_iwae += f" ({_fmt(-r['iwae_implied_sigma'], signed=True)})"
         lines.append(
             f"| {label} | {neg_elbo} | {_fmt(-r['test_elbo_batch_sigma'], signed=True)} | {neg_iwae} | "
             f"{_fmt(r['fid_prior'], '.2f')} | {_fmt(r['fid_reconstruction'], '.2f')} | {r['active_units']} | "

@@ -117,7 +117,7 @@ def _log_weights(model, x, num_samples: int, seed, likelihood=None):
     return log_px_z + log_pz - q.log_prob(z)
 
 
-_compiled_log_weights = tf.function(_log_weights, reduce_retracing=True)
+_compiled_log_weights = tf.function(_log_weights, reduce_retracing=True, autograph=False)
 
 
 def log_importance_weights(model, x, num_samples: int, chunk_size: int | None = None, seed: int | None = None,
