@@ -220,5 +220,25 @@ def test_optimal_sigma_is_the_global_batch_rmse(runs):
         np.testing.assert_allclose(r["image"]["running_mse"][replica], 0.1 * per_image.mean(), rtol=1e-5)
 
 
+def test_xla_compiled_step_matches_the_graph_step(monkeypatch):
+    # jit_compile is a speed option only: the same steps give the same model. XLA draws
+    # other random numbers from the same seed, so both runs use one fixed noise here.
+    import keras
+    import tensorflow as tf
+
+    import keras_vae as kv
+    from tests.conftest import make_images, tiny_vae
+
+    monkeypatch.setattr(kv.VAE, "_replica_noise", lambda self, shape: tf.fill(shape, 0.7))
+    x = make_images(16, SHAPE, seed=4)
+    weights = {}
+    for jit in (False, True):
+        vae = tiny_vae(SHAPE, likelihood="optimal", network="conv", latent_dim=3)
+        vae.compile(optimizer=keras.optimizers.SGD(1e-3), jit_compile=jit)
+        vae.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        weights[jit] = [np.asarray(w) for w in vae.weights]
+    _assert_close(weights[False], weights[True], "XLA weights")
+
+
 if __name__ == "__main__":
     _main(sys.argv[1:])

@@ -81,3 +81,20 @@ def test_sigkill_mid_epoch_then_rerun_finishes_the_planned_epochs(tmp_path):
     assert user_file.read_text() == "my notes\n"
     assert not (out / "backup").exists()  # the finished run removes its checkpoint
 
+
+
+def test_stop_on_nan_names_the_step_and_the_sigma_mode(capsys):
+    import tensorflow as tf
+
+    from keras_vae.experiment import StopOnNaN
+    from tests.conftest import tiny_vae
+
+    images = make_images(32, (8, 8, 1))
+    images[20] = np.nan  # the third batch of 8 poisons the loss
+    vae = tiny_vae((8, 8, 1), likelihood="optimal")
+    stop = StopOnNaN("'optimal'")
+    history = vae.fit(tf.data.Dataset.from_tensor_slices(images).batch(8), epochs=3, verbose=0, callbacks=[stop])
+    assert len(history.history["loss"]) == 1  # stopped in the first epoch
+    assert int(vae.optimizer.iterations.numpy()) == 3
+    assert "at step 3 (epoch 1, batch 3) with likelihood 'optimal'" in stop.message
+    assert stop.message in capsys.readouterr().out
