@@ -10,7 +10,8 @@ KL annealing or free bits:
   (c) VLAE: the same PixelCNN with a small receptive field (5: 2 layers).
 
 Reports the test negative ELBO (an upper bound on the exact NLL) in nats per
-image and bits/dim, the KL in nats, active units (Var_x E[z_d|x] > 0.01)
+image and bits/dim, the KL in nats, active units (`kv.evaluation.active_units`:
+Var_x E[z_d|x] > 0.01)
 and training speed, into `benchmarks/results/vlae.md` and `.json`.
 
     nice -n 10 python benchmarks/vlae.py [--epochs=5] [--rows=a,b,c]
@@ -48,6 +49,7 @@ flags.DEFINE_integer("batch_size", 64, "Images per step.")
 flags.DEFINE_integer("mixtures", 5, "Logistic mixture components.")
 flags.DEFINE_integer("seed", 0, "Seed of every run.")
 flags.DEFINE_integer("train_images", 9000, "Use the first N training images (smoke runs).")
+flags.DEFINE_string("results_name", "vlae", "Stem of the files written into benchmarks/results/.")
 FLAGS = flags.FLAGS
 
 
@@ -94,7 +96,7 @@ def run_row(row: str, x_train: np.ndarray, x_test: np.ndarray) -> dict:
         "test_bits_per_dim": float(-test["elbo"] / (dims * np.log(2.0))),
         "test_rec_nats": float(test["rec"]),
         "test_kl_nats": float(test["kl"]),
-        "active_units": int((means.var(axis=0) > 0.01).sum()),
+        "active_units": kv.evaluation.active_units(means),
         "kl_per_dim_nats": [round(float(v), 3) for v in kl_per_dim],
         "parameters": int(model.count_params()),
         "train_seconds": log.seconds,
@@ -137,7 +139,8 @@ def main(argv):
         off_grid = np.abs(x * 255 - np.round(x * 255)).max()
         assert off_grid < 1e-3, f"MNIST {name} is off the 1/255 grid by {off_grid}"
     command = (f"nice -n 10 python benchmarks/vlae.py --epochs={FLAGS.epochs} --rows={','.join(FLAGS.rows)} "
-               f"--train_images={len(x_train)}")
+               f"--train_images={len(x_train)} --filters={FLAGS.filters} --large_view={FLAGS.large_view} "
+               f"--small_view={FLAGS.small_view}")
     RESULTS.mkdir(exist_ok=True)
     rows = []
     for row in FLAGS.rows:
@@ -145,8 +148,8 @@ def main(argv):
         rows.append(run_row(row, x_train, x_test))
         print({k: v for k, v in rows[-1].items() if k not in ("history", "kl_per_dim_nats")}, flush=True)
         # written after every row, so a run cut short keeps what it measured
-        (RESULTS / "vlae.json").write_text(json.dumps({"command": command, "load": load, "rows": rows}, indent=2) + "\n")
-        (RESULTS / "vlae.md").write_text(to_markdown(rows, command, load))
+        (RESULTS / f"{FLAGS.results_name}.json").write_text(json.dumps({"command": command, "load": load, "rows": rows}, indent=2) + "\n")
+        (RESULTS / f"{FLAGS.results_name}.md").write_text(to_markdown(rows, command, load))
     print(to_markdown(rows, command, load))
 
 
