@@ -13,11 +13,11 @@ from tests.conftest import make_images
 
 
 def test_rate_distortion_sweep_writes_table_and_png(tmp_path):
-    x = make_images(96, shape=(8, 8, 1), seed=5)
-    np.savez(tmp_path / "toy.npz", x=x[:80], x_test=x[80:])
+    x = make_images(80, shape=(8, 8, 1), seed=5)
+    np.savez(tmp_path / "toy.npz", x=x[:64], x_test=x[64:])
     out = tmp_path / "rd"
     kwargs = dict(dataset=str(tmp_path / "toy.npz"), betas=(0.01, 100.0), sigma_modes=("optimal",), out=out,
-                  network="mlp", latent_dim=3, epochs=3, batch_size=16, seed=0)
+                  network="mlp", latent_dim=3, epochs=2, batch_size=16, seed=0)
     points = sweep.rate_distortion_sweep(**kwargs)
     assert [p["name"] for p in points] == ["beta=0.01", "beta=100", "optimal"]
     by_name = {p["name"]: p for p in points}
