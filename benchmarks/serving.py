@@ -35,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 from keras_vae import experiment, export  # noqa: E402
@@ -45,7 +45,7 @@ BIG_BATCH = 256
 
 flags.DEFINE_string("model", None, "A trained .keras VAE; default: train the conv net on MNIST.")
 flags.DEFINE_integer("epochs", 1, "Training epochs when --model is not given.")
-flags.DEFINE_integer("repeats", 500, "Timed batch-1 calls per runtime.")
+flags.DEFINE_integer("repeats", 500, "Timed batch-1 calls per runtime (Keras predict: a tenth).")
 flags.DEFINE_list("threads", ["1", "2"], "LiteRT thread counts.")
 FLAGS = flags.FLAGS
 
@@ -72,17 +72,13 @@ def _summary(times: list[float], batch: int) -> dict:
 
 
 def _litert_call(path: Path, batch: int, threads: int):
-    """A raw LiteRT call (tensors allocated once): set input, invoke, read the mean."""
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    runner = interpreter.get_signature_runner("decode")
-    inputs, outputs = runner.get_input_details(), runner.get_output_details()
-    interpreter.resize_tensor_input(inputs["z"]["index"], [batch, inputs["z"]["shape"][1]])
-    interpreter.allocate_tensors()
+    """LiteRT's signature runner, its tensors sized for `batch` by a first call."""
+    runner = Interpreter(model_path=str(path), num_threads=threads).get_signature_runner("decode")
+    runner(z=np.zeros((batch, runner.get_input_details()["z"]["shape"][1]), "float32"))
 
     def call(z):
-        interpreter.set_tensor(inputs["z"]["index"], z)
-        interpreter.invoke()
-        return interpreter.get_tensor(outputs["mean"]["index"]), interpreter.get_tensor(outputs["sigma"]["index"])
+        outputs = runner(z=z)
+        return outputs["mean"], outputs["sigma"]
 
     return call
 
@@ -103,6 +99,8 @@ def _load_or_train(workdir: Path):
 
 
 def run(workdir: Path) -> dict:
+    logging.set_verbosity(logging.WARNING)
+    tf.get_logger().setLevel("WARNING")
     vae, provenance = _load_or_train(workdir)
     rng = np.random.default_rng(0)
     z1 = rng.normal(size=(1, vae.latent_dim)).astype("float32")
@@ -112,6 +110,12 @@ def run(workdir: Path) -> dict:
     folder = export.saved_model(vae, workdir / "serving")
     tflite = {q or "float32": export.tflite(vae, workdir / f"decode_{q or 'float32'}.tflite", quantize=q)
               for q in export.QUANTIZATIONS}
+    rewrite, export.serving_decoder = export.serving_decoder, lambda decoder: decoder
+    try:  # the same exports with the decoder's transposed convolutions left as they are
+        plain_folder = export.saved_model(vae, workdir / "plain")
+        plain_tflite = export.tflite(vae, workdir / "decode_plain.tflite")
+    finally:
+        export.serving_decoder = rewrite
 
     z_in = keras.Input((vae.latent_dim,))
     keras_decoder = keras.Model(z_in, vae.likelihood(vae.decoder(z_in)))
@@ -119,9 +123,10 @@ def run(workdir: Path) -> dict:
     rows = []
 
     def add(name, fn1, fn_big, error):
+        repeats = FLAGS.repeats // 10 if name == "Keras predict" else FLAGS.repeats  # ~100 ms a call
         rows.append({
             "runtime": name,
-            "batch1": _summary(_timings(fn1, FLAGS.repeats), 1),
+            "batch1": _summary(_timings(fn1, repeats, warmup=min(20, repeats)), 1),
             "batch256": _summary(_timings(fn_big, 20, warmup=3), BIG_BATCH),
             "max_abs_error_vs_keras": error,
         })
@@ -131,9 +136,18 @@ def run(workdir: Path) -> dict:
     add("Keras predict", lambda: keras_decoder.predict(z1, verbose=0),
         lambda: keras_decoder.predict(z_big, batch_size=BIG_BATCH, verbose=0),
         float(np.abs(keras_decoder.predict(z_big, batch_size=BIG_BATCH, verbose=0) - reference).max()))
+    add("Keras predict_on_batch", lambda: keras_decoder.predict_on_batch(z1),
+        lambda: keras_decoder.predict_on_batch(z_big),
+        float(np.abs(keras_decoder.predict_on_batch(z_big) - reference).max()))
     t1, t_big = tf.constant(z1), tf.constant(z_big)
     add("SavedModel decode signature", lambda: signature(z=t1), lambda: signature(z=t_big),
         float(np.abs(signature(z=t_big)["mean"].numpy() - reference).max()))
+    plain = tf.saved_model.load(str(plain_folder)).signatures["decode"]
+    add("SavedModel, no conv rewrite", lambda: plain(z=t1), lambda: plain(z=t_big),
+        float(np.abs(plain(z=t_big)["mean"].numpy() - reference).max()))
+    one, big = _litert_call(plain_tflite, 1, 1), _litert_call(plain_tflite, BIG_BATCH, 1)
+    add("LiteRT float32, no conv rewrite (1 thread)", lambda: one(z1), lambda: big(z_big),
+        float(np.abs(big(z_big)[0] - reference).max()))
     for threads in (int(t) for t in FLAGS.threads):
         for name, path in tflite.items():
             one, big = _litert_call(path, 1, threads), _litert_call(path, BIG_BATCH, threads)
@@ -152,7 +166,7 @@ def _machine() -> str:
 def to_markdown(result: dict) -> str:
     best_litert = min((r for r in result["rows"] if r["runtime"].startswith("LiteRT")),
                       key=lambda r: r["batch1"]["median_ms"])
-    saved = next(r for r in result["rows"] if r["runtime"].startswith("SavedModel"))
+    saved = next(r for r in result["rows"] if r["runtime"] == "SavedModel decode signature")
     lines = [
         "# Serving: conv decoder latency, throughput and file sizes",
         "",
@@ -168,13 +182,21 @@ def to_markdown(result: dict) -> str:
                      f"{row['batch256']['images_per_second']:.0f} | {row['max_abs_error_vs_keras']:.2e} |")
     lines += ["", "| file | bytes |", "|---|---|"]
     lines += [f"| {name} | {size:,} |" for name, size in result["sizes_bytes"].items()]
-    ratio = saved["batch1"]["median_ms"] / best_litert["batch1"]["median_ms"]
+    float32 = next(r for r in result["rows"] if r["runtime"] == "LiteRT float32 (1 thread)")
+    lite_ms, saved_ms = float32["batch1"]["median_ms"], saved["batch1"]["median_ms"]
     lines += [
         "",
-        f"Target check: fastest LiteRT batch-1 decode {best_litert['batch1']['median_ms']:.3f} ms "
-        f"({best_litert['runtime']}; target < 1 ms: {'met' if best_litert['batch1']['median_ms'] < 1 else 'NOT met'}); "
-        f"SavedModel signature {saved['batch1']['median_ms']:.3f} ms = {ratio:.1f}x of it "
-        f"(target <= 2x: {'met' if ratio <= 2 else 'NOT met'}).",
+        f"Target check (batch 1 medians): LiteRT float32 decode {lite_ms:.3f} ms (target < 1 ms: "
+        f"{'met' if lite_ms < 1 else 'NOT met'}); the SavedModel signature {saved_ms:.3f} ms = "
+        f"{saved_ms / lite_ms:.1f}x of it (target <= 2x: {'met' if saved_ms <= 2 * lite_ms else 'NOT met'}). "
+        f"Fastest LiteRT: {best_litert['runtime']} at {best_litert['batch1']['median_ms']:.3f} ms "
+        f"(the SavedModel is {saved_ms / best_litert['batch1']['median_ms']:.1f}x of that).",
+        "",
+        "LiteRT runs through its signature runner with tensors allocated by a first call; the SavedModel "
+        "through `tf.saved_model.load(...).signatures['decode']` (mean and sigma); Keras on a functional "
+        "z -> decoder mean model. All decoders are the exported ones: `keras_vae.export` rewrites the "
+        "conv decoder's transposed convolutions as convolution + depth_to_space (same function, errors "
+        "above), which XNNPACK runs; the 'no conv rewrite' rows export the decoder as trained.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -285,12 +285,11 @@ def signature_functions(model: VAE, decoder: keras.Model | None = None) -> dict[
 
 
 def _archive(model: VAE, signatures) -> keras.export.ExportArchive:
+    # Nothing is `track`ed by hand: `add_endpoint` keeps exactly the variables
+    # the signatures use, so the original transposed-convolution kernels (the
+    # serving decoder replaces them) are not stored twice.
     archive = keras.export.ExportArchive()
-    archive.track(model)
-    decoder = serving_decoder(model.decoder)
-    if decoder is not model.decoder:
-        archive.track(decoder)  # the rewritten layers' variables
-    functions = signature_functions(model, decoder)
+    functions = signature_functions(model)
     for name in signatures:  # the first endpoint is also `serving_default`
         fn, input_signature = functions[name]
         archive.add_endpoint(name, fn, input_signature=input_signature)
