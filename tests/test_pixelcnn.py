@@ -97,3 +97,11 @@ def test_broadcast_conditioning_and_saving(tmp_path):
     decoder.save(tmp_path / "decoder.keras")
     loaded = keras.models.load_model(tmp_path / "decoder.keras")
     np.testing.assert_allclose(loaded([z, x]), decoder([z, x]), atol=0)
+
+
+def test_masked_conv_is_registered_apart_from_the_vqvae_prior_layer():
+    import keras_vae.models.vqvae  # noqa: F401  (registers its own MaskedConv2D)
+
+    layer = MaskedConv2D(3, 3, mask_type="A", image_channels=3)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert isinstance(restored, MaskedConv2D) and restored.image_channels == 3
