@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import keras
 import numpy as np
@@ -39,6 +39,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from keras_vae.data import validate_images
+from keras_vae.likelihoods import Gaussian
 from keras_vae.posteriors import kl_per_dimension
 
 tfd = tfp.distributions
@@ -572,10 +573,10 @@ def report(
     x = as_array(data, getattr(model, "image_shape", None))
     num_dims = int(np.prod(x.shape[1:]))
     likelihood = model.likelihood
-    continuous = not likelihood.__class__.__name__.startswith("Bernoulli")
+    continuous = isinstance(likelihood, Gaussian)  # a density on [0, 1]; the others are discrete
     results = {
-        "num_images": int(len(x)),
-        "likelihood": likelihood.__class__.__name__ + (f"(sigma={likelihood.sigma!r})" if hasattr(likelihood, "sigma") else ""),
+        "num_images": len(x),
+        "likelihood": type(likelihood).__name__ + (f"(sigma={likelihood.sigma!r})" if continuous else ""),
         "units": "nats per image; bits per dimension",
         "note": (
             "ELBO and IWAE score optimal-sigma models with their running (inference) sigma. "
@@ -598,7 +599,7 @@ def report(
         results["fid_feature_model"] = name
         results["fid_prior"] = fid(x, prior_samples(model, fid_samples, seed=seed), feature_extractor)
         results["fid_reconstruction"] = fid(x, reconstructions(model, x), feature_extractor)
-        results["fid_images"] = {"real": int(len(x)), "prior_samples": fid_samples, "reconstructions": int(len(x))}
+        results["fid_images"] = {"real": len(x), "prior_samples": fid_samples, "reconstructions": len(x)}
     return results
 
 

@@ -131,7 +131,7 @@ def get(dataset: str = "mnist", epochs: int = 3, directory=None, verbose: bool =
         try:
             classifier = keras.models.load_model(path)
             classifier.get_layer(FEATURE_LAYER)
-        except Exception as error:  # noqa: BLE001 - any failure means "not our model"
+        except Exception as error:  # any failure means: not a classifier we can use
             raise ValueError(
                 f"{path} exists but is not a loadable feature classifier ({error}). It was left alone; "
                 "delete it or pass another directory to retrain."
@@ -146,7 +146,7 @@ def get(dataset: str = "mnist", epochs: int = 3, directory=None, verbose: bool =
             print(f"Training the FID feature classifier on {dataset} ({len(x)} images, {epochs} epochs)...", flush=True)
         classifier = train_classifier(x, np.asarray(y).astype("int64"), epochs=epochs)
         accuracy = float(np.mean(np.argmax(classifier.predict(x_test, verbose=0), -1) == np.asarray(y_test)))
-        info = {"dataset": dataset, "train_images": int(len(x)), "epochs": epochs, "test_accuracy": accuracy}
+        info = {"dataset": dataset, "train_images": len(x), "epochs": epochs, "test_accuracy": accuracy}
         directory.mkdir(parents=True, exist_ok=True)
         _save_new(classifier, path, info, info_path)
     accuracy = info.get("test_accuracy")

@@ -11,11 +11,11 @@ import pytest
 import scipy.stats
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tests.conftest import make_images, tiny_vae
 
 import keras_vae as kv
 from keras_vae import evaluation, feature_model
 from keras_vae.likelihoods import Likelihood
+from tests.conftest import make_images, tiny_vae
 
 tfd = tfp.distributions
 SHAPE = (2, 2, 1)
