@@ -154,7 +154,7 @@ def test_bernoulli_decode_returns_probs(tmp_path):
 def _python_script(code: str, *args: str, timeout: int = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args],
-        capture_output=True, text=True, env=ENV, timeout=timeout,
+        check=False, capture_output=True, text=True, env=ENV, timeout=timeout,
     )
 
 
@@ -169,7 +169,7 @@ def test_saved_model_cli_show_and_run(vae, exported, tmp_path):
     run = subprocess.run(
         [cli, "run", "--dir", str(exported), "--tag_set", "serve", "--signature_def", "decode",
          "--inputs", f"z={tmp_path / 'z.npy'}", "--outdir", str(tmp_path / "out")],
-        capture_output=True, text=True, env=ENV, timeout=240,
+        check=False, capture_output=True, text=True, env=ENV, timeout=240,
     )
     shown, show_errors = show.communicate(timeout=240)
     assert show.returncode == 0, show_errors[-2000:]
@@ -362,7 +362,7 @@ def test_export_command(vae, tmp_path):
     vae.save(model_path)
     command = [sys.executable, "-m", "keras_vae", "export", f"--model={model_path}", f"--out={tmp_path / 'serving'}",
                "--version=2", "--tflite", "--tflite_signatures=decode,sample"]
-    done = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=240)
+    done = subprocess.run(command, check=False, capture_output=True, text=True, env=ENV, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "serving" / "vae" / "2" / "saved_model.pb").is_file()
     z = _latents()

@@ -41,7 +41,7 @@ def load_vae(path):
         raise FileNotFoundError(f"No model file at --model={path}")
     model = keras.models.load_model(path, safe_mode=True)
     if not isinstance(model, VAE):
-        raise ValueError(f"{path} holds a {type(model).__name__}, not a keras_vae.VAE.")
+        raise ValueError(f"{path} holds a {type(model).__name__}, not a keras_vae.VAE.")  # noqa: TRY004 - a bad --model value
     return model
 
 
