@@ -194,6 +194,11 @@ def _pixelcnn_builder(config: RunConfig):
     return build
 
 
+def _backup_name(strategy) -> str:
+    """The checkpoint folder: `backup`, and one of its own for every non-chief multi-worker."""
+    return "backup" if _is_chief(strategy) else f"backup_worker{strategy.cluster_resolver.task_id}"
+
+
 class _EpochTimer(keras.callbacks.Callback):
     """Sums the wall time of training epochs (excluding evaluation)."""
 
@@ -262,7 +267,7 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
     run_callbacks = [
         timer,
         nan_stop,
-        keras.callbacks.BackupAndRestore(str(out / "backup")),
+        keras.callbacks.BackupAndRestore(str(out / _backup_name(strategy))),
         *callbacks,
     ]
     if config.kl_warmup_steps > 0:
