@@ -46,13 +46,17 @@ class PixelGrid(tfd.Distribution):
         levels: A scalar-event distribution over 0..255 (batch shape `S`).
         moments: A callable returning `(mean, variance)` in levels, each of
             shape `S`.
+        level_log_prob: Optional callable from integer levels to log-masses,
+            equal to `levels.log_prob` but numerically safer (finite
+            gradients everywhere). Defaults to `levels.log_prob`.
         name: Name of the distribution. Defaults to `"PixelGrid"`.
     """
 
-    def __init__(self, levels: tfd.Distribution, moments, name: str = "PixelGrid"):
+    def __init__(self, levels: tfd.Distribution, moments, level_log_prob=None, name: str = "PixelGrid"):
         parameters = dict(locals())
         self._levels = levels
         self._moments = moments
+        self._level_log_prob = level_log_prob or levels.log_prob
         super().__init__(
             dtype=tf.float32,
             reparameterization_type=tfd.NOT_REPARAMETERIZED,
@@ -80,7 +84,7 @@ class PixelGrid(tfd.Distribution):
         return tf.constant([], dtype=tf.int32)
 
     def _log_prob(self, x):
-        return self._levels.log_prob(tf.round(tf.cast(x, tf.float32) * _MAX_LEVEL))
+        return self._level_log_prob(tf.round(tf.cast(x, tf.float32) * _MAX_LEVEL))
 
     def _sample_n(self, n, seed=None):
         return tf.cast(self._levels.sample(n, seed=seed), tf.float32) / _MAX_LEVEL
@@ -156,14 +160,13 @@ class _DiscreteLikelihood(Likelihood):
             return x
         return check_on_grid(x, self.__class__.__name__)
 
-    def _levels(self, params) -> tuple[tfd.Distribution, object]:
-        """The per-pixel distribution over levels and its `moments` callable."""
+    def _levels(self, params) -> tuple[tfd.Distribution, object, object]:
+        """The per-pixel distribution over levels, its `moments` and (or None) a safer log-mass."""
         raise NotImplementedError
 
     def distribution(self, params, x=None, training: bool = False):
         self._checked_target(x)
-        levels, moments = self._levels(params)
-        return tfd.Independent(PixelGrid(levels, moments), _IMAGE_AXES)
+        return tfd.Independent(PixelGrid(*self._levels(params)), _IMAGE_AXES)
 
     def get_config(self):
         return {**super().get_config(), "quantize": self.quantize}
@@ -207,7 +210,7 @@ class Categorical256(_DiscreteLikelihood):
             variance = tf.reduce_sum(probs * tf.square(values - mean[..., None]), axis=-1)
             return mean, variance
 
-        return levels, moments
+        return levels, moments, None
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -221,7 +224,15 @@ class DiscretizedLogisticMixture(_DiscreteLikelihood):
         P(Y = 0) = F(0.5),   P(Y = 255) = 1 - F(254.5)
 
     (the edge bins take the tails), built as `tfd.MixtureSameFamily` of
-    `tfd.QuantizedDistribution(tfd.Logistic)`.
+    `tfd.QuantizedDistribution(tfd.Logistic)` (used for sampling). The
+    log-mass is evaluated in a form that stays finite, with finite
+    gradients, for any parameters (TFP's generic quantised log-prob gave
+    NaN gradients in training):
+
+        log P(Y = k) = -softplus(-a) - softplus(b) + log(-expm1(-1 / s))
+
+    with `a = (k + 0.5 - m) / s`, `b = (k - 0.5 - m) / s`, and
+    `log P(Y = 0) = -softplus(-a)`, `log P(Y = 255) = -softplus(b)`.
 
     `params_per_channel = 3 * num_mixtures`: for each image channel the
     mixture logits, the means and the log scales, `K` numbers each, on the
@@ -289,7 +300,15 @@ class DiscretizedLogisticMixture(_DiscreteLikelihood):
             )
             return first, tf.maximum(second - tf.square(first), 0.0)
 
-        return levels, moments
+        def level_log_prob(level):
+            level = level[..., None]  # against the K components
+            upper, lower = (level + 0.5 - loc) / scale, (level - 0.5 - loc) / scale
+            log_below_upper, log_above_lower = -tf.nn.softplus(-upper), -tf.nn.softplus(lower)
+            interior = log_below_upper + log_above_lower + tf.math.log(-tf.math.expm1(-1.0 / scale))
+            log_mass = tf.where(level < 0.5, log_below_upper, tf.where(level > _MAX_LEVEL - 0.5, log_above_lower, interior))
+            return tf.reduce_logsumexp(tf.nn.log_softmax(logits, axis=-1) + log_mass, axis=-1)
+
+        return levels, moments, level_log_prob
 
     def get_config(self):
         return {**super().get_config(), "num_mixtures": self.num_mixtures}

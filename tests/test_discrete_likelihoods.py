@@ -87,13 +87,24 @@ def test_logistic_mixture_is_normalised_with_exact_moments():
     np.testing.assert_allclose(np.asarray(dist.stddev()).ravel(), stddev, atol=1e-4)
 
 
-def test_logistic_mixture_gradients_are_finite_at_sharp_scales():
+@pytest.mark.parametrize("mean, log_scale", [(0.0, -20.0), (-30.0, -7.0), (30.0, -7.0), (0.0, 30.0)])
+def test_logistic_mixture_log_prob_and_gradients_stay_finite(mean, log_scale):
+    # (0, 30): a huge scale, where TFP's generic quantised log-prob gives -inf and NaN gradients.
     x = _grid_images((2, 2, 2, 1))
-    params = tf.Variable(np.concatenate([np.zeros((2, 2, 2, 2)), np.full((2, 2, 2, 1), -20.0)], -1), dtype="float32")
+    raw = np.stack([np.zeros((2, 2, 2)), np.full((2, 2, 2), mean), np.full((2, 2, 2), log_scale)], -1)
+    params = tf.Variable(raw, dtype="float32")
     with tf.GradientTape() as tape:
         loss = -tf.reduce_sum(DiscretizedLogisticMixture(1).distribution(params, x).log_prob(x))
     gradient = tape.gradient(loss, params)
     assert np.isfinite(loss.numpy()) and np.all(np.isfinite(gradient.numpy()))
+
+
+def test_logistic_mixture_log_prob_equals_tfp_quantized_mixture():
+    x = _grid_images()
+    params = RNG.normal(size=(*x.shape[:3], x.shape[3] * 6)).astype("float32")
+    dist = DiscretizedLogisticMixture(2).distribution(params, x)
+    tfp_mass = dist.distribution.levels.log_prob(np.round(x * 255)).numpy().sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(dist.log_prob(x), tfp_mass, rtol=1e-4)
 
 
 @pytest.mark.parametrize("likelihood", [Categorical256(), DiscretizedLogisticMixture(2)])
