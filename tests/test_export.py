@@ -118,7 +118,7 @@ def test_signatures_match_keras(vae, loaded):
     # The served sigma is the calibrated running sigma, the same for every pixel and image.
     np.testing.assert_allclose(out["sigma"], _running_sigma(vae), rtol=1e-5)
     encoded = loaded.signatures["encode"](x=tf.constant(x))
-    for got, want in zip((encoded["mean"], encoded["stddev"]), vae.encode(x)):
+    for got, want in zip((encoded["mean"], encoded["stddev"]), vae.encode(x), strict=True):
         np.testing.assert_allclose(got, want, atol=1e-6)
     reconstructed = loaded.signatures["reconstruct"](x=tf.constant(x))["mean"]
     np.testing.assert_allclose(reconstructed, vae.reconstruct(x), atol=1e-6)
@@ -226,10 +226,10 @@ def test_tflite_float32_every_signature(vae, tflite_all):
     assert np.float16 not in stored and np.int8 not in stored
     z, x = _latents(), make_images(4, SHAPE, seed=6)
     decoded = interpreter.get_signature_runner("decode")(z=z)
-    for key, want in zip(("mean", "sigma"), vae.decode(z)):
+    for key, want in zip(("mean", "sigma"), vae.decode(z), strict=True):
         np.testing.assert_allclose(decoded[key], want, atol=1e-5)
     encoded = interpreter.get_signature_runner("encode")(x=x)
-    for key, want in zip(("mean", "stddev"), vae.encode(x)):
+    for key, want in zip(("mean", "stddev"), vae.encode(x), strict=True):
         np.testing.assert_allclose(encoded[key], want, atol=1e-5)
     reconstructed = interpreter.get_signature_runner("reconstruct")(x=x)["mean"]
     np.testing.assert_allclose(reconstructed, vae.reconstruct(x), atol=1e-5)
@@ -255,9 +255,9 @@ def test_tflite_quantized_within_tolerance(vae, tmp_path, quantize, weight_dtype
     decoded = export.litert_runner(path, "decode")(z=z)
     encoded = export.litert_runner(path, "encode")(x=x)
     atol = QUANTIZED_ATOL[quantize]
-    for key, want in zip(("mean", "sigma"), vae.decode(z)):
+    for key, want in zip(("mean", "sigma"), vae.decode(z), strict=True):
         np.testing.assert_allclose(decoded[key], want, atol=atol)
-    for key, want in zip(("mean", "stddev"), vae.encode(x)):
+    for key, want in zip(("mean", "stddev"), vae.encode(x), strict=True):
         np.testing.assert_allclose(encoded[key], want, atol=atol)
 
 
