@@ -59,14 +59,16 @@ def to_markdown(rows: list[dict], epochs: int) -> str:
         f"Command: `python benchmarks/decoders.py --epochs={epochs}`; machine: {platform.machine()}, "
         f"{platform.processor() or 'cpu'}; written {time.strftime('%Y-%m-%d %H:%M')}.",
         "",
-        "| decoder | test -ELBO (nats/image) | -ELBO, running sigma | reference -ELBO | test MSE | sigma | train images/s |",
+        "| decoder | test -ELBO (nats/image) | -ELBO, running sigma | reference -ELBO | test MSE | sigma "
+        "| train images/s |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ref = REFERENCE_NEG_ELBO.get(r["row"])
         lines.append(
             f"| {r['row']} | {-r['test_elbo']:.1f} | {-r['test_elbo_running_sigma']:.1f} | "
-            f"{'' if ref is None else f'{ref:+.1f}'} | {r['test_mse']:.4f} | {r['sigma']:.4f} | {r['images_per_second']:.0f} |"
+            f"{'' if ref is None else f'{ref:+.1f}'} | {r['test_mse']:.4f} | {r['sigma']:.4f} | "
+            f"{r['images_per_second']:.0f} |"
         )
     lines += [
         "",
@@ -86,13 +88,12 @@ def main(argv):
     previous = {r["row"]: r for r in json.loads(json_path.read_text())["rows"]} if json_path.exists() else {}
     with tempfile.TemporaryDirectory() as workdir:
         for name in FLAGS.rows:
-            row = run_row(name, Path(workdir))
-            previous[name] = row
-            print(json.dumps(row), flush=True)
-    rows = [previous[name] for name in ROWS if name in previous]
-    json_path.write_text(json.dumps({"epochs": FLAGS.epochs, "rows": rows}, indent=2) + "\n")
-    (RESULTS / "decoders.md").write_text(to_markdown(rows, FLAGS.epochs))
-    print(to_markdown(rows, FLAGS.epochs))
+            previous[name] = run_row(name, Path(workdir))
+            print(json.dumps(previous[name]), flush=True)
+            rows = [previous[row] for row in ROWS if row in previous]  # saved after every row
+            json_path.write_text(json.dumps({"epochs": FLAGS.epochs, "rows": rows}, indent=2) + "\n")
+            (RESULTS / "decoders.md").write_text(to_markdown(rows, FLAGS.epochs))
+    print((RESULTS / "decoders.md").read_text())
 
 
 if __name__ == "__main__":

@@ -46,11 +46,13 @@ def validate_images(x, image_shape=None, name: str = "x") -> None:
     >>> validate_images(np.full((2, 4, 4, 1), 2.0, "float32"))
     Traceback (most recent call last):
     ...
-    ValueError: Expected pixel values in [0, 1]; x has values in [2, 2]. Divide 8-bit images by 255 (keras_vae.data.to_float).
+    ValueError: Expected pixel values in [0, 1]; x has values in [2, 2]. Divide 8-bit images ...
     """
     x = np.asarray(x)
     if x.ndim != 4:
-        raise ValueError(f"Expected {name} of rank 4 (batch, height, width, channels). Received: {name}.shape={x.shape}")
+        raise ValueError(
+            f"Expected {name} of rank 4 (batch, height, width, channels). Received: {name}.shape={x.shape}"
+        )
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty: it holds no images (shape {x.shape}).")
     if not np.issubdtype(x.dtype, np.floating):
@@ -149,7 +151,9 @@ def _load_folder(path: Path, split: str, test_fraction: float):
     for file in files:
         image = tf.io.decode_image(tf.io.read_file(str(file)), expand_animations=False).numpy()
         if images and image.shape != images[0].shape:
-            raise ValueError(f"{file} is {image.shape}, but {files[0]} is {images[0].shape}: all images must share one shape.")
+            raise ValueError(
+                f"{file} is {image.shape}, but {files[0]} is {images[0].shape}: all images must share one shape."
+            )
         images.append(image)
     x = np.stack(images)
     return _split((x, None), split, _train_size(len(x), test_fraction))

@@ -14,7 +14,7 @@ of their stride and crop to the exact image size, so odd sizes work.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 from keras import layers
@@ -182,7 +182,7 @@ def resnet_decoder(
     """
     height, width, channels = _check_image_shape(output_shape, "output_shape")
     z, x = _decoder_seed(latent_dim, height, width, 2 ** len(filters), filters[0], name)
-    for stage, width_ in enumerate(filters):
+    for stage in range(len(filters)):
         for _ in range(blocks):
             x = _residual_block(x, x.shape[-1])
         next_width = filters[stage + 1] if stage + 1 < len(filters) else filters[-1] // 2

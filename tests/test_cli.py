@@ -31,7 +31,8 @@ def test_train_command_writes_model_metrics_and_pictures(tmp_path, npz):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "test ELBO" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("test_elbo", "test_rec", "test_kl", "test_mse", "sigma", "epochs", "train_seconds", "images_per_second"):
+    keys = ("test_elbo", "test_rec", "test_kl", "test_mse", "sigma", "epochs", "train_seconds", "images_per_second")
+    for key in keys:
         assert np.isfinite(metrics[key]), key
     assert metrics["flags"]["likelihood"] == "optimal_per_image" and metrics["flags"]["beta"] == 2.0
     assert metrics["train_images"] == 36 and metrics["test_images"] == 12

@@ -59,7 +59,8 @@ def test_tfds_through_mock_data():
 
 
 def test_to_float_and_pipeline():
-    np.testing.assert_allclose(data.to_float(np.array([[[0, 51, 255]]], np.uint8)), [[[[0.0], [0.2], [1.0]]]], rtol=1e-6)
+    converted = data.to_float(np.array([[[0, 51, 255]]], np.uint8))
+    np.testing.assert_allclose(converted, [[[[0.0], [0.2], [1.0]]]], rtol=1e-6)
     with pytest.raises(ValueError, match="8-bit"):
         data.to_float(np.array([[[0, 300]]]))
     batches = list(data.pipeline(np.zeros((10, 2, 2, 1), "float32"), batch_size=4, seed=0))

@@ -43,7 +43,8 @@ def test_fixed_gaussian_matches_tfp_and_closed_form(sigma):
 
 def test_sigma_one_constant_per_pixel():
     # At x == mu: -log sigma - 0.5 log(2 pi) per pixel, the normalising constant (sigma = 1.0025 after the clip).
-    log_prob = Gaussian(sigma=1.0).log_prob(np.zeros((1, 28, 28, 1), "float32"), np.full((1, 28, 28, 1), 0.5, "float32"))
+    logits, x = np.zeros((1, 28, 28, 1), "float32"), np.full((1, 28, 28, 1), 0.5, "float32")
+    log_prob = Gaussian(sigma=1.0).log_prob(logits, x)
     expected = -784 * (math.log(soft_clipped(1.0)) + 0.5 * math.log(2 * math.pi))
     np.testing.assert_allclose(log_prob, [expected], rtol=1e-6)
     assert abs(soft_clipped(1.0) - 1.0025) < 1e-4
@@ -76,7 +77,8 @@ def test_learned_sigma_is_shared_trainable_and_scaled():
     layer = built(Gaussian(sigma="learned", log_sigma_scale=10.0), PARAMS.shape)
     assert [v.name for v in layer.trainable_weights] == ["log_sigma_variable"]
     layer.log_sigma_variable.assign(-0.2)  # log sigma = 10 * -0.2 = -2
-    np.testing.assert_allclose(layer.log_prob(PARAMS, X), gaussian_log_prob_by_hand(X, MU, soft_clipped(np.exp(-2.0))), rtol=1e-5)
+    expected = gaussian_log_prob_by_hand(X, MU, soft_clipped(np.exp(-2.0)))
+    np.testing.assert_allclose(layer.log_prob(PARAMS, X), expected, rtol=1e-5)
 
 
 def test_per_pixel_splits_mean_and_log_sigma():
@@ -124,7 +126,9 @@ def test_get_resolves_names_and_rejects_unknown():
         Gaussian(sigma="adaptive")
 
 
-@pytest.mark.parametrize("layer", [Bernoulli(), Gaussian(0.2), Gaussian("learned", log_sigma_scale=3.0), Gaussian("optimal_per_channel")])
+@pytest.mark.parametrize(
+    "layer", [Bernoulli(), Gaussian(0.2), Gaussian("learned", log_sigma_scale=3.0), Gaussian("optimal_per_channel")]
+)
 def test_config_round_trip(layer):
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert type(restored) is type(layer) and restored.get_config() == layer.get_config()

@@ -1,28 +1,29 @@
 """Networks: the conv net is exactly the sigma-VAE paper's, and every network fits any HxWxC."""
 
 import keras
+import numpy as np
 import pytest
 
 from keras_vae import networks
 
 
 def conv_layers(model):
-    return [l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))]
+    return [layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))]
 
 
 def test_conv_encoder_is_the_papers():
     encoder = networks.conv_encoder((28, 28, 1))
-    spec = [(l.filters, l.kernel_size, l.strides) for l in conv_layers(encoder)]
+    spec = [(layer.filters, layer.kernel_size, layer.strides) for layer in conv_layers(encoder)]
     assert spec == [(32, (3, 3), (1, 1)), (64, (4, 4), (2, 2)), (128, (5, 5), (2, 2))]
-    assert all(l.activation.__name__ == "relu" for l in conv_layers(encoder))
+    assert all(layer.activation.__name__ == "relu" for layer in conv_layers(encoder))
     assert encoder.output_shape == (None, 7 * 7 * 128)
 
 
 def test_conv_decoder_is_the_papers_and_costs_93_mflop_forward():
     decoder = networks.conv_decoder((28, 28, 1), latent_dim=20)
-    dense = [l for l in decoder.layers if isinstance(l, keras.layers.Dense)]
+    dense = [layer for layer in decoder.layers if isinstance(layer, keras.layers.Dense)]
     assert len(dense) == 1 and dense[0].units == 7 * 7 * 128 and dense[0].activation.__name__ == "linear"
-    spec = [(type(l).__name__, l.filters, l.kernel_size, l.strides) for l in conv_layers(decoder)]
+    spec = [(type(layer).__name__, layer.filters, layer.kernel_size, layer.strides) for layer in conv_layers(decoder)]
     assert spec == [
         ("Conv2DTranspose", 64, (6, 6), (2, 2)),
         ("Conv2DTranspose", 32, (6, 6), (2, 2)),
@@ -35,12 +36,11 @@ def test_conv_decoder_is_the_papers_and_costs_93_mflop_forward():
         for layer in model.layers:
             if isinstance(layer, keras.layers.Dense):
                 macs += layer.kernel.shape[0] * layer.kernel.shape[1]
-            elif isinstance(layer, keras.layers.Conv2DTranspose):
-                h, w = layer.input.shape[1:3]
-                macs += h * w * layer.kernel.shape[0] * layer.kernel.shape[1] * layer.kernel.shape[2] * layer.kernel.shape[3]
-            elif isinstance(layer, keras.layers.Conv2D):
-                h, w = layer.output.shape[1:3]
-                macs += h * w * layer.kernel.shape[0] * layer.kernel.shape[1] * layer.kernel.shape[2] * layer.kernel.shape[3]
+            elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+                # A convolution costs one kernel per output pixel; a transposed one, one per input pixel.
+                transposed = isinstance(layer, keras.layers.Conv2DTranspose)
+                h, w = (layer.input if transposed else layer.output).shape[1:3]
+                macs += h * w * int(np.prod(layer.kernel.shape))
     macs += 6272 * 40  # the posterior head's dense layer
     assert 90e6 < 2 * macs < 96e6
 
