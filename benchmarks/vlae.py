@@ -118,13 +118,15 @@ def to_markdown(rows: list[dict], command: str, load: str) -> str:
         f"{FLAGS.epochs} epochs; PixelCNN: {FLAGS.filters} filters, 3x3 masked kernels, spatially upsampled z. "
         "NLL = test negative ELBO (one z sample), an upper bound on the exact NLL.",
         "",
-        "| model | view | -ELBO (nats) | bits/dim | KL (nats) | active units | params | images/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | view | -ELBO (nats) | bits/dim | KL (nats) | dims with KL > 0.1 nats | active units | params "
+        "| images/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['row']} | {r['receptive_field'] or 'whole image'} | {r['test_neg_elbo_nats']:.1f} | "
-            f"{r['test_bits_per_dim']:.3f} | {r['test_kl_nats']:.2f} | {r['active_units']}/{FLAGS.latent_dim} | "
+            f"{r['test_bits_per_dim']:.3f} | {r['test_kl_nats']:.2f} | "
+            f"{sum(v > 0.1 for v in r['kl_per_dim_nats'])}/{FLAGS.latent_dim} | {r['active_units']}/{FLAGS.latent_dim} | "
             f"{r['parameters']:,} | {r['images_per_second']:.0f} |"
         )
     return "\n".join(lines) + "\n"
