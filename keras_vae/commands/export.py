@@ -53,7 +53,7 @@ def main(argv: list[str]) -> None:
     model = load_vae(FLAGS.model)
     quantize = None if FLAGS.quantize == "none" else FLAGS.quantize
     folder = export.saved_model(model, FLAGS.out, name=FLAGS.name, version=FLAGS.version, overwrite=FLAGS.overwrite)
-    print(f"SavedModel ({', '.join(export.SIGNATURES)}; serving_default = decode) -> {folder}")
+    print(f"SavedModel ({', '.join(export.signature_names(model))}; serving_default = decode) -> {folder}")
     if FLAGS.tflite:
         path = Path(FLAGS.out) / f"{FLAGS.name}_{FLAGS.version}.tflite"
         export.tflite(model, path, signatures=FLAGS.tflite_signatures, quantize=quantize, overwrite=FLAGS.overwrite)
