@@ -126,7 +126,8 @@ def to_markdown(rows: list[dict], command: str, load: str) -> str:
         lines.append(
             f"| {r['row']} | {r['receptive_field'] or 'whole image'} | {r['test_neg_elbo_nats']:.1f} | "
             f"{r['test_bits_per_dim']:.3f} | {r['test_kl_nats']:.2f} | "
-            f"{sum(v > 0.1 for v in r['kl_per_dim_nats'])}/{FLAGS.latent_dim} | {r['active_units']}/{FLAGS.latent_dim} | "
+            f"{sum(v > 0.1 for v in r['kl_per_dim_nats'])}/{FLAGS.latent_dim} | "
+            f"{r['active_units']}/{FLAGS.latent_dim} | "
             f"{r['parameters']:,} | {r['images_per_second']:.0f} |"
         )
     return "\n".join(lines) + "\n"
@@ -150,7 +151,8 @@ def main(argv):
         rows.append(run_row(row, x_train, x_test))
         print({k: v for k, v in rows[-1].items() if k not in ("history", "kl_per_dim_nats")}, flush=True)
         # written after every row, so a run cut short keeps what it measured
-        (RESULTS / f"{FLAGS.results_name}.json").write_text(json.dumps({"command": command, "load": load, "rows": rows}, indent=2) + "\n")
+        summary = {"command": command, "load": load, "rows": rows}
+        (RESULTS / f"{FLAGS.results_name}.json").write_text(json.dumps(summary, indent=2) + "\n")
         (RESULTS / f"{FLAGS.results_name}.md").write_text(to_markdown(rows, command, load))
     print(to_markdown(rows, command, load))
 

@@ -266,7 +266,9 @@ def pixelcnn_decoder(
     if conditioning not in CONDITIONINGS:
         raise ValueError(f"Expected conditioning in {CONDITIONINGS}. Received: conditioning={conditioning!r}")
     if filters < 1 or filters % channels:
-        raise ValueError(f"Expected filters to be a positive multiple of channels={channels}. Received: filters={filters}")
+        raise ValueError(
+            f"Expected filters to be a positive multiple of channels={channels}. Received: filters={filters}"
+        )
     num_layers = num_masked_layers(receptive_field, kernel_size)
     if receptive_field > min(height, width):
         raise ValueError(
