@@ -384,7 +384,7 @@ def main(argv):
     load = max(float(u.split("load average:")[1].split(",")[0]) for u in (uptime_before, uptime_after)
                if "load average:" in u)
     summary = {
-        "command": "nice -n 10 python benchmarks/throughput.py " + " ".join(argv[1:]),
+        "command": "nice -n 10 python benchmarks/throughput.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         "written": time.strftime("%Y-%m-%d %H:%M"),
         "uptime_before": uptime_before,
