@@ -47,8 +47,41 @@ def latent_map_shape(image_shape, downsampling: int, channels: int) -> tuple[int
     return (math.ceil(height / downsampling), math.ceil(width / downsampling), channels)
 
 
-def spatial_encoder(input_shape, downsampling: int = 8, filters: int = 32, name: str = "spatial_encoder") -> keras.Model:
-    """Conv(filters, k3) then one Conv(k4, stride 2) per halving, ReLU: images to a feature map.
+_NORM_GROUPS = 8
+
+
+def _conv_norm_relu(x, conv: layers.Layer):
+    """`conv` (no bias, He init) -> GroupNormalization -> ReLU.
+
+    The normalisation is what lets these stacks train with Adam on real
+    images. Without it, 4-5 strided ReLU layers at Glorot init shrink the
+    signal ~3x per layer, so at step 0 the decoder output ignores z and the
+    only gradient is "darken every pixel" (MNIST is mostly 0). Adam moves
+    every weight by ~lr in that one direction, the layers' gains compound
+    (activations grew ~1.5x per step), the logits reach -1000 within ~20
+    steps and the sigmoid mean saturates, where the Gaussian gradient
+    `(mu - x) mu (1 - mu) / sigma**2` is exactly 0 in float32: a frozen
+    all-black decoder. Per-image normalisation keeps every layer's output at
+    unit scale whatever its weights' scale, so that growth cannot compound.
+    """
+    x = conv(x)
+    x = layers.GroupNormalization(groups=math.gcd(_NORM_GROUPS, conv.filters), epsilon=1e-5)(x)
+    return layers.Activation("relu")(x)
+
+
+def _conv(filters: int, kernel_size: int, strides: int = 1, transpose: bool = False) -> layers.Layer:
+    kind = layers.Conv2DTranspose if transpose else layers.Conv2D
+    return kind(filters, kernel_size, strides=strides, padding="same", use_bias=False, kernel_initializer="he_uniform")
+
+
+def spatial_encoder(
+    input_shape, downsampling: int = 8, filters: int = 32, name: str = "spatial_encoder"
+) -> keras.Model:
+    """Conv(filters, k3) then one Conv(k4, stride 2) per halving: images to a feature map.
+
+    Every convolution is followed by GroupNormalization (8 groups, or fewer
+    when the width is not a multiple of 8) and a ReLU; see `_conv_norm_relu`
+    for why the normalisation is needed.
 
     Args:
         input_shape: `(height, width, channels)`.
@@ -65,11 +98,12 @@ def spatial_encoder(input_shape, downsampling: int = 8, filters: int = 32, name:
     (None, 4, 4, 128)
     """
     shape = _check_image_shape(input_shape, "input_shape")
+    if not isinstance(filters, int) or isinstance(filters, bool) or filters < 1:
+        raise ValueError(f"Expected a positive integer. Received: filters={filters!r}")
     x_in = keras.Input(shape, name="x")
-    x = layers.Conv2D(filters, 3, padding="same", activation="relu")(x_in)
+    x = _conv_norm_relu(x_in, _conv(filters, 3))
     for stage in range(_num_stages(downsampling)):
-        width = filters * 2 ** min(stage + 1, 2)
-        x = layers.Conv2D(width, 4, strides=2, padding="same", activation="relu")(x)
+        x = _conv_norm_relu(x, _conv(filters * 2 ** min(stage + 1, 2), 4, strides=2))
     return keras.Model(x_in, x, name=name)
 
 
@@ -83,8 +117,9 @@ def spatial_decoder(
 ) -> keras.Model:
     """The mirror of `spatial_encoder`: a latent map to likelihood parameters.
 
-    Conv(k3) then one ConvTranspose(k4, stride 2) per doubling, ReLU, a final
-    Conv(k3) to `C * params_per_channel`, cropped to the image size.
+    Conv(k3) then one ConvTranspose(k4, stride 2) per doubling, each with
+    GroupNormalization and ReLU, a final Conv(k3) to
+    `C * params_per_channel`, cropped to the image size.
 
     Example:
 
@@ -92,11 +127,13 @@ def spatial_decoder(
     (None, 28, 28, 2)
     """
     height, width, channels = _check_image_shape(output_shape, "output_shape")
+    if not isinstance(filters, int) or isinstance(filters, bool) or filters < 1:
+        raise ValueError(f"Expected a positive integer. Received: filters={filters!r}")
     stages = _num_stages(downsampling)
     z = keras.Input(latent_map_shape(output_shape, downsampling, latent_channels), name="z")
-    x = layers.Conv2D(filters * 4, 3, padding="same", activation="relu")(z)
+    x = _conv_norm_relu(z, _conv(filters * 4, 3))
     for stage in reversed(range(stages)):
-        x = layers.Conv2DTranspose(filters * 2 ** min(stage, 2), 4, strides=2, padding="same", activation="relu")(x)
+        x = _conv_norm_relu(x, _conv(filters * 2 ** min(stage, 2), 4, strides=2, transpose=True))
     x = layers.Conv2D(channels * params_per_channel, 3, padding="same")(x)
     return keras.Model(z, _crop_to(x, height, width), name=name)
 
@@ -228,7 +265,8 @@ class SpatialVAE(VAE):
         z = ops.convert_to_tensor(z, "float32")
         if tuple(z.shape[1:]) != self.latent_shape:
             raise ValueError(
-                f"Expected z of shape (batch, {', '.join(map(str, self.latent_shape))}). Received: z.shape={tuple(z.shape)}"
+                f"Expected z of shape (batch, {', '.join(map(str, self.latent_shape))}). "
+                f"Received: z.shape={tuple(z.shape)}"
             )
         return z
 
