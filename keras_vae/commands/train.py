@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from absl import flags
 
 from keras_vae import distribute, experiment, likelihoods, models, networks
@@ -17,7 +19,8 @@ flags.DEFINE_enum("network", _DEFAULTS.network, [*networks.NAMES, "pixelcnn"],
 flags.DEFINE_integer("receptive_field", _DEFAULTS.receptive_field,
                      "--network=pixelcnn: side of the decoder's view (odd, 3..image size).", lower_bound=3)
 flags.DEFINE_integer("latent_dim", _DEFAULTS.latent_dim, "Size of z.", lower_bound=1)
-flags.DEFINE_float("beta", _DEFAULTS.beta, "KL weight (BS-VAE: optimal_per_image with beta).", lower_bound=0.0)
+flags.DEFINE_float("beta", _DEFAULTS.beta, "KL weight (BS-VAE: optimal_per_image with beta). Unset: the "
+                  "model's own default (1e-6 for --model=spatial, 1.0 for the others).", lower_bound=0.0)
 flags.DEFINE_float("free_bits", _DEFAULTS.free_bits, "Per-dimension KL floor in nats.", lower_bound=0.0)
 flags.DEFINE_integer("kl_warmup_steps", _DEFAULTS.kl_warmup_steps, "Linear KL warm-up steps (0: none).", lower_bound=0)
 flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Images per step.", lower_bound=1)
@@ -37,10 +40,27 @@ flags.DEFINE_bool("jit_compile", _DEFAULTS.jit_compile,
 FLAGS = flags.FLAGS
 
 
+def model_default_beta(model: str) -> float:
+    """The `beta` default of the model's builder: 1e-6 for `"spatial"`, 1.0 for the others.
+
+    Example:
+
+    >>> model_default_beta("spatial"), model_default_beta("vae")
+    (1e-06, 1.0)
+    """
+    parameter = inspect.signature(models.get(model)).parameters.get("beta")
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return _DEFAULTS.beta
+    return float(parameter.default)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise SystemExit(f"Unexpected arguments: {' '.join(argv[1:])}")
-    config = experiment.RunConfig(**{field: FLAGS[field].value for field in experiment.RunConfig.__dataclass_fields__})
+    values = {field: FLAGS[field].value for field in experiment.RunConfig.__dataclass_fields__}
+    if not FLAGS["beta"].present:  # --beta not given: the model's default, not the VAE's 1.0
+        values["beta"] = model_default_beta(values["model"])
+    config = experiment.RunConfig(**values)
     _, metrics = experiment.train(config)
     print(
         f"test ELBO {metrics['test_elbo']:.1f} nats/image, test MSE {metrics['test_mse']:.4f}, "
