@@ -290,7 +290,8 @@ def to_markdown(summary: dict) -> str:
         gflops = median * flops / 1e9
         lines.append(
             f"| {name} | {VARIANTS[name]['description']} | {median:.0f} | {row['min']:.0f}-{row['max']:.0f} | "
-            f"{100 * gflops / NOMINAL_PEAK_GFLOPS:.0f}% | {row['sgemm_now']:.0f} | {100 * gflops / row['sgemm_now']:.0f}% |"
+            f"{100 * gflops / NOMINAL_PEAK_GFLOPS:.0f}% | {row['sgemm_now']:.0f} | "
+            f"{100 * gflops / row['sgemm_now']:.0f}% |"
         )
     paired = summary.get("paired")
     if paired:
@@ -304,7 +305,8 @@ def to_markdown(summary: dict) -> str:
             f"{statistics.median(paired['rates']['subpixel']):.0f} images/s. Max |decoder output difference| "
             f"at the same weights: {paired['decoder_max_abs_difference']:.1e}.",
             "",
-            f"Same process, same windows: plain_port/keras ratio median {statistics.median(paired['plain_ratios']):.3f} "
+            "Same process, same windows: plain_port/keras ratio median "
+            f"{statistics.median(paired['plain_ratios']):.3f} "
             f"(min {min(paired['plain_ratios']):.2f}, max {max(paired['plain_ratios']):.2f}); plain_port median "
             f"{statistics.median(paired['rates']['plain_port']):.0f} images/s.",
         ]

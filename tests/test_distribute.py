@@ -98,7 +98,7 @@ def _optimal_sigma_under_mirrored(strategy, x: np.ndarray) -> dict:
         values = strategy.experimental_distribute_values_from_function(
             lambda context: parts[context.replica_id_in_sync_group]
         )
-        step = tf.function(lambda pair: layer(pair[0], pair[1], training=True))
+        step = tf.function(lambda pair, layer=layer: layer(pair[0], pair[1], training=True))
         per_replica = strategy.run(step, args=(values,))
         results[reduction] = {
             "log_sigma": [np.asarray(v) for v in strategy.experimental_local_results(per_replica)],

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+
 from tests.conftest import make_images
 
 EPOCHS = 3
