@@ -6,7 +6,7 @@ image; for the VQ-VAE with its learned PixelCNN prior), the test MSE per
 pixel, codebook perplexity (VQ-VAE) and training images/s. Writes
 `benchmarks/results/latents.md` and `.json`.
 
-    nice -n 10 python benchmarks/latents.py [--epochs=10] [--rows=vae,hierarchical]
+    nice -n 10 python benchmarks/latents.py [--epochs=10] [--conv_epochs=2] [--rows=vae,hierarchical]
 
 Targets: the two-level hierarchical VAE beats the one-level VAE's test ELBO
 (same network and likelihood); the VQ-VAE uses more than half of its codebook
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -49,8 +50,8 @@ SETTINGS = {
     "hierarchical": "mlp 512-256, z1 20 / z2 10, top-down Dense 256",
     "gumbel": "mlp 512-256, 20 x 10-way, tau exp(-1e-3 t) -> 0.5",
     "conditional": "mlp 512-256, z 20, 10 labels",
-    "vqvae": f"conv /4 -> 7x7x16, K={NUM_CODES}, PixelCNN prior 4x64",
-    "spatial": "conv /8 -> 4x4x4, beta 1e-6",
+    "vqvae": f"conv+GroupNorm /4 -> 7x7x16, K={NUM_CODES}, PixelCNN prior 4x64",
+    "spatial": "conv+GroupNorm /8 -> 4x4x4, beta 1e-6",
 }
 
 
@@ -73,10 +74,12 @@ def to_markdown(rows: list[dict], epochs: int, load: str) -> str:
         "",
         f"Command: `nice -n 10 python benchmarks/latents.py --epochs={epochs} --conv_epochs={FLAGS.conv_epochs} "
         f"--likelihood={FLAGS.likelihood}`; "
-        f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; written {time.strftime('%Y-%m-%d %H:%M')}.",
+        f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; "
+        f"written {time.strftime('%Y-%m-%d %H:%M')}.",
         f"Other processes were running (other helpers' tests and benchmarks): load average at the start {load}.",
         "",
-        "| model | settings | epochs | test -ELBO (nats/image) | -ELBO, running sigma | test KL | test MSE | sigma | perplexity | train images/s |",
+        "| model | settings | epochs | test -ELBO (nats/image) | -ELBO, running sigma | test KL | test MSE | sigma "
+        "| perplexity | train images/s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -85,7 +88,8 @@ def to_markdown(rows: list[dict], epochs: int, load: str) -> str:
         if "test_kl_z1" in r:
             kl += f" ({r['test_kl_z1']:.1f} + {r['test_kl_z2']:.1f})"
         lines.append(
-            f"| {r['row']} | {r['settings']} | {r['epochs']} | {-r['test_elbo']:.1f} | {-r['test_elbo_running_sigma']:.1f} | {kl} | "
+            f"| {r['row']} | {r['settings']} | {r['epochs']} | {-r['test_elbo']:.1f} | "
+            f"{-r['test_elbo_running_sigma']:.1f} | {kl} | "
             f"{r['test_mse']:.4f} | {r['sigma']:.4f} | {perplexity} | {r['images_per_second']:.0f} |"
         )
     lines += [
@@ -96,6 +100,7 @@ def to_markdown(rows: list[dict], epochs: int, load: str) -> str:
         "learned prior. The spatial VAE's ELBO is at beta = 1 although it trains at beta = 1e-6, so its KL",
         "is large; it is an autoencoder for a second-stage prior. MSE is per pixel at the posterior mean",
         "(VQ: at the quantised code). Images/s is timed over whole training epochs on a shared 2-core CPU.",
+        "The convolutional rows (vqvae, spatial) train for `--conv_epochs` epochs, the others for `--epochs`.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -119,8 +124,9 @@ def main(argv):
     (RESULTS / "latents.json").write_text(json.dumps({"load_average": load, "rows": rows}, indent=2) + "\n")
     markdown = to_markdown(rows, FLAGS.epochs, load)
     if set(FLAGS.rows) != set(ROWS):
-        markdown += (f"\nRows {', '.join(FLAGS.rows)} were re-run alone (`--rows={','.join(FLAGS.rows)}`, "
-                     f"{time.strftime('%Y-%m-%d %H:%M')}); the others are from the previous full run.\n")
+        command = " ".join(["nice -n 10 python benchmarks/latents.py", *sys.argv[1:]])
+        markdown += (f"\nRows {', '.join(FLAGS.rows)} were re-run alone (`{command}`, "
+                     f"{time.strftime('%Y-%m-%d %H:%M')}, load average {load}); the others are from earlier runs.\n")
     (RESULTS / "latents.md").write_text(markdown)
     print((RESULTS / "latents.md").read_text())
 
