@@ -155,6 +155,11 @@ class _DiscreteLikelihood(Likelihood):
         channels = self.image_channels(params.shape[-1])
         return ops.reshape(params, (*ops.shape(params)[:-1], channels, self.params_per_channel))
 
+    def validate(self, x) -> None:
+        """Raises a `ValueError` naming a pixel off the 1/255 grid (unless `quantize`), eagerly."""
+        if not self.quantize:
+            check_on_grid(np.asarray(x, "float32"), type(self).__name__)
+
     def _checked_target(self, x):
         if x is None or self.quantize:
             return x

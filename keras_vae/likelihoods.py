@@ -69,6 +69,13 @@ class Likelihood(keras.layers.Layer):
         """The mean image E[x|z]."""
         return self.distribution(params).mean()
 
+    def validate(self, x) -> None:
+        """Raises a `ValueError` if images `x` (numpy) are not data this likelihood can score.
+
+        Called on training data before any step; the default accepts any
+        pixels in [0, 1] (checked by `data.validate_images`).
+        """
+
     def stddev(self, params, x=None):
         """The decoder standard deviation, broadcast to the image shape."""
         return self.distribution(params, x).stddev()
@@ -193,6 +200,10 @@ class Gaussian(Likelihood):
         )
 
     def build(self, params_shape):
+        # Weightless, but built here so the whole model is built on construction: Keras
+        # would otherwise trace `model(x)` to build it under a strategy, which a model
+        # that needs more inputs (ConditionalVAE's labels) cannot do.
+        self.soft_clip.build(())
         if self.sigma == "learned":
             self.log_sigma_variable = self.add_weight(
                 shape=(), initializer="zeros", trainable=True, name="log_sigma_variable"

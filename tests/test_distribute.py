@@ -29,12 +29,20 @@ CONFIGS = {
     "optimal_conv": dict(network="conv", likelihood="optimal"),
     # (per-channel sigma: see test_optimal_sigma_is_the_global_batch_rmse)
     "per_image_beta_free_bits": dict(network="mlp", likelihood="optimal_per_image", beta=2.0, free_bits=0.5),
+    # The latent families: the same equalities through their own compute_terms.
+    "conditional": dict(model="conditional", network="mlp", likelihood="optimal", num_classes=3),
+    "hierarchical": dict(model="hierarchical", network="mlp", likelihood="optimal", free_bits=0.2),
+    "gumbel": dict(model="gumbel", network="mlp", likelihood="optimal", num_classes=4),
+    "spatial": dict(model="spatial", likelihood="optimal", downsampling=4, beta=1.0),
+    "vqvae_ema": dict(model="vqvae", likelihood="optimal", num_codes=8, downsampling=4, ema=True,
+                      restart_dead_codes=False),
 }
+LABELLED = {"conditional"}
 TIMEOUT_S = 240
 
 
 # ----------------------------------------------------------- the subprocess side
-def _run_config(strategy, config: dict, x: np.ndarray) -> dict:
+def _run_config(strategy, config: dict, x: np.ndarray, labels: np.ndarray | None = None) -> dict:
     """STEPS steps of SGD that also record the last step's all-reduced gradients."""
     import keras
     import tensorflow as tf
@@ -54,13 +62,17 @@ def _run_config(strategy, config: dict, x: np.ndarray) -> dict:
 
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         keras.utils.set_random_seed(0)
-        vae = kv.build_vae(SHAPE, latent_dim=3, seed=0, **config)
+        settings = dict(config)
+        vae = kv.models.get(settings.pop("model", "vae"))(SHAPE, latent_dim=3, seed=0, **settings)
         vae.compile(optimizer=RecordingSGD(1e-3))
-    history = vae.fit(tf.data.Dataset.from_tensor_slices(x).batch(GLOBAL_BATCH), verbose=0).history
+    inputs = x if labels is None else (x, labels)
+    history = vae.fit(tf.data.Dataset.from_tensor_slices(inputs).batch(GLOBAL_BATCH), verbose=0).history
     sigma_layer = vae.likelihood.optimal_sigma
     return {
         "gradients": [np.asarray(g) for g in vae.optimizer.recorded],
         "weights": [np.asarray(w) for w in vae.trainable_weights],
+        # running sigma, beta, seed states; the VQ-VAE's EMA codebook and usage
+        "state": [np.asarray(w) for w in vae.non_trainable_weights],
         "metrics": {name: float(values[-1]) for name, values in history.items()},
         "running_mse": np.asarray(sigma_layer.running_mse),
         "num_updates": float(np.asarray(sigma_layer.num_updates)),
@@ -121,7 +133,9 @@ def _main(argv: list[str]) -> None:
     from conftest import make_images
 
     x = make_images(GLOBAL_BATCH * STEPS, shape=SHAPE, seed=1)
-    results = {name: {key: _run_config(s, config, x) for key, config in CONFIGS.items()}
+    labels = np.arange(len(x)) % 3
+    results = {name: {key: _run_config(s, config, x, labels if key in LABELLED else None)
+                      for key, config in CONFIGS.items()}
                for name, s in strategies.items()}
     if mode == "local":
         results["naive_mirrored"] = _naive_run(strategies["mirrored"], CONFIGS["optimal_conv"], x)
@@ -185,6 +199,8 @@ def test_gradients_and_training_match_single_device(runs, strategy, config):
     assert max(float(np.max(np.abs(g))) for g in single["gradients"]) > 1e-3  # gradients are not trivially zero
     _assert_close(single["gradients"], distributed["gradients"], f"{strategy} gradient")
     _assert_close(single["weights"], distributed["weights"], f"{strategy} weights after {STEPS} SGD steps")
+    assert len(single["state"]) == len(distributed["state"])
+    _assert_close(single["state"], distributed["state"], f"{strategy} non-trainable state after {STEPS} steps")
     for name, value in single["metrics"].items():
         assert distributed["metrics"][name] == pytest.approx(value, rel=1e-5, abs=1e-5), name
     np.testing.assert_allclose(distributed["running_mse"], single["running_mse"], rtol=1e-5)

@@ -181,6 +181,25 @@ def test_bad_dataset_and_construction_errors():
         vae.fit(tf.data.Dataset.from_tensor_slices(np.zeros((4, 9, 9, 1), "float32")).batch(2), verbose=0)
     with pytest.raises(ValueError, match="uint8"):
         vae.evaluate(tf.data.Dataset.from_tensor_slices(np.zeros((4, 8, 8, 1), "uint8")).batch(2), verbose=0)
+    images = make_images(4)
+    with pytest.raises(ValueError, match=r"unbatched\? call \.batch"):
+        vae.fit(tf.data.Dataset.from_tensor_slices(images), verbose=0)
+    with pytest.raises(ValueError, match=r"map dict elements to their image tensor first"):
+        vae.fit(tf.data.Dataset.from_tensor_slices({"image": images}).batch(2), verbose=0)
+    assert int(vae.optimizer.iterations.numpy()) == 0  # all refused before any step
+
+
+@pytest.mark.parametrize("bad_value, seen", [(np.nan, r"non-finite pixels:\] \[1\]"),
+                                             (np.inf, r"non-finite pixels:\] \[1\]"),
+                                             (255.0, r"non-finite pixels:\] \[0\].*\[to\] \[255\]")])
+def test_a_tf_data_batch_with_nan_inf_or_8_bit_values_fails_with_a_clear_message(bad_value, seen):
+    vae = tiny_vae()
+    images = make_images(8)
+    images[5, 2, 2, 0] = bad_value  # in the third batch of 2
+    dataset = tf.data.Dataset.from_tensor_slices(images).batch(2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"Expected pixel values in \[0, 1\][^\n]*{seen}"):
+        vae.fit(dataset, epochs=1, verbose=0)
+    assert all(np.isfinite(np.asarray(w)).all() for w in vae.trainable_weights)  # the bad batch changed nothing
     with pytest.raises(ValueError, match="params_per_channel=2"):
         kv.VAE(kv.networks.mlp_encoder((8, 8, 1)), kv.networks.mlp_decoder((8, 8, 1), latent_dim=2),
                latent_dim=2, likelihood="per_pixel")

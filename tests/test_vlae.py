@@ -99,3 +99,12 @@ def test_train_command_builds_a_vlae_for_the_pixelcnn_network(tmp_path):
     assert np.isfinite(metrics["test_elbo"]) and (tmp_path / "run" / "samples.png").exists()
     with pytest.raises(ValueError, match="receptive_field=9 is larger than the 8x8 image"):
         experiment.train(experiment.RunConfig(**{**vars(config), "receptive_field": 9, "overwrite": True}))
+
+
+def test_fit_refuses_off_grid_images_before_any_step_even_under_xla():
+    # The in-graph check is a tf.debugging.Assert, which XLA drops: fit checks numpy data eagerly first.
+    vlae = _vlae()
+    vlae.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
+    with pytest.raises(ValueError, match=r"value 0\.3 \(76\.5 / 255\)"):
+        vlae.fit(np.full((4, 4, 4, 1), 0.3, "float32"), batch_size=2, epochs=1, verbose=0)
+    assert int(vlae.optimizer.iterations.numpy()) == 0

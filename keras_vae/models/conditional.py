@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_vae import likelihoods as likelihoods_lib
 from keras_vae import networks
-from keras_vae.models.vae import VAE
+from keras_vae.models.vae import VAE, _global_batch_means, checked_pixels
 from keras_vae.objectives import elbo_terms
 from keras_vae.posteriors import kl_per_dimension
 
@@ -133,34 +132,21 @@ class ConditionalVAE(VAE):
         x = ops.convert_to_tensor(x, "float32")
         y_vec = self.condition(y)
         q = self.posterior.distribution(self._features(x, y_vec, training))
-        z = q.loc + q.stddev() * keras.random.normal(ops.shape(q.loc), seed=self.seed_generator)
+        z = q.loc + q.stddev() * self._replica_noise(ops.shape(q.loc))
         p = self.likelihood.distribution(self._decode_params(z, y_vec, training), x, training=training)
         log_likelihood = p.log_prob(x)
         kl_per_dim = kl_per_dimension(q)
-        terms = elbo_terms(log_likelihood, kl_per_dim, self.beta, self.free_bits)
+        terms = elbo_terms(*_global_batch_means(log_likelihood, kl_per_dim), self.beta, self.free_bits)
         terms["sigma"] = ops.mean(p.stddev())
         terms["log_likelihood"] = log_likelihood
         terms["kl_per_dim"] = kl_per_dim
         return terms
 
-    def _unpack(self, data):
+    def _step_inputs(self, data) -> tuple:
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         if y is None:
             raise ValueError("ConditionalVAE trains on (images, labels): call fit(x, y) or pass (x, y) batches.")
-        return x, y
-
-    def train_step(self, data):
-        x, y = self._unpack(data)
-        with tf.GradientTape() as tape:
-            terms = self.compute_terms(x, y, training=True)
-            loss = self.optimizer.scale_loss(terms["loss"])
-        gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        return self._update_metrics(terms, x)
-
-    def test_step(self, data):
-        x, y = self._unpack(data)
-        return self._update_metrics(self.compute_terms(x, y, training=False), x)
+        return checked_pixels(x), y
 
     def fit(self, x=None, y=None, *args, **kwargs):
         if isinstance(x, np.ndarray) and y is None:

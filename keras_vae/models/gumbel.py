@@ -30,7 +30,7 @@ from keras import ops
 
 from keras_vae import likelihoods as likelihoods_lib
 from keras_vae import networks
-from keras_vae.models.vae import VAE
+from keras_vae.models.vae import VAE, _global_batch_means
 from keras_vae.objectives import elbo_terms
 
 tfd = tfp.distributions
@@ -216,7 +216,7 @@ class GumbelSoftmaxVAE(VAE):
 
     # ------------------------------------------------------------- the ELBO
     def _uniform(self, shape):
-        return keras.random.uniform(shape, minval=0.0, maxval=1.0, seed=self.seed_generator)
+        return self._replica_noise(shape, lambda full_shape, seed: keras.random.uniform(full_shape, seed=seed))
 
     def compute_terms(self, x, training: bool = False) -> dict:
         """One-sample ELBO terms. Training uses the relaxed (or straight-through)
@@ -237,18 +237,14 @@ class GumbelSoftmaxVAE(VAE):
         p = self.likelihood.distribution(self.decoder(z, training=training), x, training=training)
         log_likelihood = p.log_prob(x)
         kl_per_dim = kl_to_uniform(logits)
-        terms = elbo_terms(log_likelihood, kl_per_dim, self.beta, self.free_bits)
+        terms = elbo_terms(*_global_batch_means(log_likelihood, kl_per_dim), self.beta, self.free_bits)
         terms["sigma"] = ops.mean(p.stddev())
         terms["log_likelihood"] = log_likelihood
         terms["kl_per_dim"] = kl_per_dim
         return terms
 
-    def _update_metrics(self, terms: dict, x) -> dict:
-        batch = ops.cast(ops.shape(x)[0], "float32")
-        extra = {"beta": self.beta, "temperature": self.temperature}
-        for name, tracker in self.trackers.items():
-            tracker.update_state(extra[name] if name in extra else terms[name], sample_weight=batch)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+    def _metric_value(self, name: str, terms: dict):
+        return self.temperature if name == "temperature" else super()._metric_value(name, terms)
 
     # -------------------------------------------------------- user-facing API
     def call(self, x, training: bool = False):

@@ -33,7 +33,7 @@ from keras import ops
 
 from keras_vae import likelihoods as likelihoods_lib
 from keras_vae import networks
-from keras_vae.models.vae import VAE
+from keras_vae.models.vae import VAE, _global_batch_means
 from keras_vae.objectives import elbo_terms
 from keras_vae.posteriors import DiagonalGaussian
 
@@ -102,8 +102,11 @@ class HierarchicalVAE(VAE):
         **kwargs,
     ):
         latent_dims = tuple(latent_dims)
-        if len(latent_dims) != 2 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in latent_dims):
-            raise ValueError(f"Expected latent_dims = (z1_size, z2_size), positive integers. Received: latent_dims={latent_dims!r}")
+        positive = all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in latent_dims)
+        if len(latent_dims) != 2 or not positive:
+            raise ValueError(
+                f"Expected latent_dims = (z1_size, z2_size), positive integers. Received: latent_dims={latent_dims!r}"
+            )
         if not isinstance(hidden_units, int) or hidden_units < 1:
             raise ValueError(f"Expected a positive integer. Received: hidden_units={hidden_units!r}")
         self.latent_dims = latent_dims
@@ -143,28 +146,22 @@ class HierarchicalVAE(VAE):
         x = ops.convert_to_tensor(x, "float32")
         features = self.encoder(x, training=training)
         loc2, scale2 = self.posterior(features)
-        z2 = loc2 + scale2 * keras.random.normal(ops.shape(loc2), seed=self.seed_generator)
+        z2 = loc2 + scale2 * self._replica_noise(ops.shape(loc2))
         prior_loc1, prior_scale1 = self._prior_z1(z2, training)
         loc1, scale1 = self._posterior_z1(features, z2)
-        z1 = loc1 + scale1 * keras.random.normal(ops.shape(loc1), seed=self.seed_generator)
+        z1 = loc1 + scale1 * self._replica_noise(ops.shape(loc1))
         p = self.likelihood.distribution(self.decoder(z1, training=training), x, training=training)
         log_likelihood = p.log_prob(x)
         kl_z1 = _kl_normal(loc1, scale1, prior_loc1, prior_scale1)
         kl_z2 = _kl_normal(loc2, scale2, 0.0, 1.0)
         kl_per_dim = ops.concatenate([kl_z1, kl_z2], axis=-1)
-        terms = elbo_terms(log_likelihood, kl_per_dim, self.beta, self.free_bits)
+        terms = elbo_terms(*_global_batch_means(log_likelihood, kl_per_dim), self.beta, self.free_bits)
         terms["kl_z1"] = ops.mean(ops.sum(kl_z1, axis=-1))
         terms["kl_z2"] = ops.mean(ops.sum(kl_z2, axis=-1))
         terms["sigma"] = ops.mean(p.stddev())
         terms["log_likelihood"] = log_likelihood
         terms["kl_per_dim"] = kl_per_dim
         return terms
-
-    def _update_metrics(self, terms: dict, x) -> dict:
-        batch = ops.cast(ops.shape(x)[0], "float32")
-        for name, tracker in self.trackers.items():
-            tracker.update_state(self.beta if name == "beta" else terms[name], sample_weight=batch)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
 
     # -------------------------------------------------------- user-facing API
     def encode_levels(self, x):
@@ -208,7 +205,8 @@ class HierarchicalVAE(VAE):
         loc1, scale1 = self._posterior_z1(features, z2)
         z1 = loc1 + scale1 * keras.random.normal(ops.shape(loc1), seed=self.seed_generator)
         log_likelihood = self.likelihood.distribution(self.decoder(z1, training=False)).log_prob(x)
-        kl = ops.sum(_kl_normal(loc1, scale1, prior_loc1, prior_scale1), -1) + ops.sum(_kl_normal(loc2, scale2, 0.0, 1.0), -1)
+        kl = ops.sum(_kl_normal(loc1, scale1, prior_loc1, prior_scale1), -1)
+        kl = kl + ops.sum(_kl_normal(loc2, scale2, 0.0, 1.0), -1)
         return log_likelihood - kl
 
     # ------------------------------------------------------------ config

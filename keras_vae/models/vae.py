@@ -22,6 +22,27 @@ from keras_vae.posteriors import DiagonalGaussian, kl_per_dimension
 METRIC_NAMES = ("loss", "elbo", "rec", "kl", "sigma", "beta")
 
 
+def checked_pixels(x):
+    """`x` as float32, with an in-graph check that every pixel is finite and in [0, 1].
+
+    numpy inputs are checked before training (`data.validate_images`); this
+    catches a `tf.data` pipeline that yields NaN, inf or unscaled 8-bit values,
+    with a message that says so instead of a NaN loss. (XLA-compiled steps
+    drop the check.)
+    """
+    x = ops.convert_to_tensor(x, "float32")
+    valid = tf.reduce_all(tf.logical_and(x >= 0.0, x <= 1.0))  # False for NaN too
+    finite = tf.math.is_finite(x)
+    values = tf.boolean_mask(x, finite)
+    check = tf.debugging.Assert(valid, [
+        "Expected pixel values in [0, 1] with no NaN or inf. This batch has non-finite pixels:",
+        tf.reduce_sum(tf.cast(tf.logical_not(finite), "int32")), "and finite values from", tf.reduce_min(values),
+        "to", tf.reduce_max(values), "(divide 8-bit images by 255; drop or fix non-finite pixels).",
+    ])
+    with tf.control_dependencies([check]):
+        return tf.identity(x)
+
+
 def _shape_without_batch(tensor_shape) -> tuple:
     return tuple(tensor_shape[1:])
 
@@ -60,12 +81,15 @@ def _global_batch_means(log_likelihood, kl_per_dim):
     if _num_replicas() == 1:
         return log_likelihood, kl_per_dim
     count = ops.cast(ops.shape(log_likelihood)[0], log_likelihood.dtype)
-    packed = ops.concatenate(
-        [ops.sum(log_likelihood, keepdims=True), ops.sum(kl_per_dim, axis=0), ops.reshape(count, (1,))]
-    )
+    latent_shape = tuple(kl_per_dim.shape[1:])  # (D,), or (h, w, c) for a latent map
+    packed = ops.concatenate([
+        ops.sum(log_likelihood, keepdims=True),
+        ops.reshape(ops.sum(kl_per_dim, axis=0), (-1,)),
+        ops.reshape(count, (1,)),
+    ])
     totals = cross_replica_sum(packed)
     means = totals[:-1] / totals[-1]
-    return means[:1], ops.expand_dims(means[1:], 0)
+    return means[:1], ops.reshape(means[1:], (1, *latent_shape))
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -222,35 +246,46 @@ class VAE(keras.Model):
         terms["kl_per_dim"] = kl_per_dim
         return terms
 
-    def _replica_noise(self, shape):
-        """N(0, I) noise of `shape`: this replica's rows of the global batch's draw.
+    def _replica_noise(self, shape, draw=None):
+        """Noise of `shape` (N(0, I) unless `draw` says otherwise): this replica's rows of the global batch's draw.
 
         Under a strategy every replica draws the noise of the whole global
         batch (the seed state is mirrored, so the draws agree) and keeps its
         own rows, so a distributed step uses exactly the single-device noise.
+
+        Args:
+            shape: `(batch, ...)`, this replica's batch first.
+            draw: `draw(shape, seed_generator) -> tensor`. Defaults to
+                `keras.random.normal`.
         """
+        draw = draw or (lambda full_shape, seed: keras.random.normal(full_shape, seed=seed))
         context = tf.distribute.get_replica_context()
         if context is None or context.num_replicas_in_sync == 1:
-            return keras.random.normal(shape, seed=self.seed_generator)
+            return draw(shape, self.seed_generator)
         replica = tf.cast(context.replica_id_in_sync_group, "int32")
         local = tf.cast(shape[0], "float32")
         counts = cross_replica_sum(tf.one_hot(replica, context.num_replicas_in_sync) * local)
         counts = tf.cast(tf.round(counts), "int32")
         offset = tf.reduce_sum(counts[:replica])
-        noise = keras.random.normal((tf.reduce_sum(counts), shape[1]), seed=self.seed_generator)
+        noise = draw((tf.reduce_sum(counts), *shape[1:]), self.seed_generator)
         return noise[offset : offset + shape[0]]
 
-    def _images(self, data):
+    def _step_inputs(self, data) -> tuple:
+        """The arguments of `compute_terms` in a batch from `fit`/`evaluate`: `(x,)`."""
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return x
+        return (checked_pixels(x),)
+
+    def _metric_value(self, name: str, terms: dict):
+        """The value a tracker records: a term of the step, or model state such as beta."""
+        return self.beta if name == "beta" else terms[name]
 
     def _update_metrics(self, terms: dict, x) -> dict:
-        # Each replica weighs the global-batch terms by its own share of the
-        # batch; the metrics' sum-on-read variables then give global means.
+        # Each replica weighs its terms (global-batch or its own means) by its
+        # own share of the batch; the metrics' sum-on-read variables then give
+        # global means.
         batch = ops.cast(ops.shape(x)[0], "float32")
-        for name in METRIC_NAMES:
-            value = self.beta if name == "beta" else terms[name]
-            self.trackers[name].update_state(value, sample_weight=batch)
+        for name, tracker in self.trackers.items():
+            tracker.update_state(self._metric_value(name, terms), sample_weight=batch)
         results = {name: tracker.result() for name, tracker in self.trackers.items()}
         if _multi_worker():
             # Keras reduces multi-worker step outputs with `strategy.reduce(MEAN, axis=0)`,
@@ -259,20 +294,20 @@ class VAE(keras.Model):
         return results
 
     def train_step(self, data):
-        x = self._images(data)
+        inputs = self._step_inputs(data)
         with tf.GradientTape() as tape:
-            terms = self.compute_terms(x, training=True)
+            terms = self.compute_terms(*inputs, training=True)
             # `terms["loss"]` is the global batch's loss on every replica and
             # the optimizer sums the replicas' gradients: divide by their
             # number so the update equals the single-device one.
             loss = self.optimizer.scale_loss(terms["loss"] / _num_replicas())
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        return self._update_metrics(terms, x)
+        return self._update_metrics(terms, inputs[0])
 
     def test_step(self, data):
-        x = self._images(data)
-        return self._update_metrics(self.compute_terms(x, training=False), x)
+        inputs = self._step_inputs(data)
+        return self._update_metrics(self.compute_terms(*inputs, training=False), inputs[0])
 
     # -------------------------------------------------------- user-facing API
     def call(self, x, training: bool = False):
@@ -338,18 +373,48 @@ class VAE(keras.Model):
         log_likelihood = self.likelihood.distribution(self.decoder(z, training=False)).log_prob(x)
         return log_likelihood - ops.sum(kl_per_dimension(q), axis=-1)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Under a strategy, builds the optimizer without Keras' symbolic trace of the model.
+
+        Keras (3.15, TF backend) first reduces a data batch across replicas
+        to trace `model(x)`; a VAE is built on construction, so that trace
+        is not needed, and the reduce fails under MultiWorkerMirroredStrategy
+        for `(images, labels)` batches (the ConditionalVAE's). Any other
+        case (unbuilt layers, compiled losses or metrics) goes to Keras.
+        """
+        needs_keras = (
+            getattr(self, "_distribute_strategy", None) is None
+            or getattr(self, "_compile_loss", None) is not None
+            or getattr(self, "_compile_metrics", None) is not None
+            or not all(layer.built for layer in self._flatten_layers())
+        )
+        if needs_keras:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
     # ------------------------------------------------ fit / evaluate checks
     def _check_data(self, x, name: str):
         if isinstance(x, np.ndarray):
             validate_images(x, self.image_shape, name=name)
+            self.likelihood.validate(x)
         elif isinstance(x, tf.data.Dataset):
             spec = x.element_spec
             spec = spec[0] if isinstance(spec, tuple) else spec
-            shape = tuple(spec.shape[-3:]) if spec.shape.rank and spec.shape.rank >= 3 else None
-            if shape is None or (None not in shape and shape != self.image_shape):
+            expected = f"(batch, {', '.join(map(str, self.image_shape))})"
+            if not isinstance(spec, tf.TensorSpec):
                 raise ValueError(
-                    f"Expected a dataset of images (..., {', '.join(map(str, self.image_shape))}). "
-                    f"Received element shape {spec.shape} in {name}."
+                    f"Expected a dataset of image batches {expected} (or (images, labels) pairs). Received "
+                    f"elements {spec} in {name}; map dict elements to their image tensor first, e.g. "
+                    "dataset.map(lambda example: example['image'])."
+                )
+            shape = tuple(spec.shape[1:]) if spec.shape.rank == 4 else None
+            if shape is None or (None not in shape and shape != self.image_shape):
+                unbatched = " (unbatched? call .batch(...))" if spec.shape.rank == 3 else ""
+                raise ValueError(
+                    f"Expected a dataset of image batches {expected}. Received element shape {spec.shape}"
+                    f"{unbatched} in {name}."
                 )
             if not spec.dtype.is_floating:
                 raise ValueError(

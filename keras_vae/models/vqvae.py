@@ -40,7 +40,9 @@ import numpy as np
 from keras import ops
 
 from keras_vae import likelihoods as likelihoods_lib
+from keras_vae.layers import cross_replica_sum
 from keras_vae.models.spatial import SpatialVAE, spatial_decoder, spatial_encoder
+from keras_vae.models.vae import _global_batch_means
 
 _USAGE_DECAY = 0.95
 _EPSILON = 1e-5
@@ -160,20 +162,28 @@ class VectorQuantizer(keras.layers.Layer):
     def build(self, features_shape):
         self.projection.build(features_shape)
         limit = 1.0 / self.num_codes
+        # `update` computes the same new state on every replica (from all-reduced
+        # statistics; restarts from the first replica's draws): keep the first's.
+        replicated = "only_first_replica"
         self.codebook = self.add_weight(
             shape=(self.num_codes, self.embedding_dim),
             initializer=keras.initializers.RandomUniform(-limit, limit),
             trainable=not self.ema,
             name="codebook",
+            aggregation=replicated,
         )
         self.usage = self.add_weight(
-            shape=(self.num_codes,), initializer=keras.initializers.Constant(limit), trainable=False, name="usage"
+            shape=(self.num_codes,), initializer=keras.initializers.Constant(limit), trainable=False, name="usage",
+            aggregation=replicated,
         )
         if self.ema:
             # Count 1 and sum = initial code: a code that is never used keeps its value.
-            self.ema_count = self.add_weight(shape=(self.num_codes,), initializer="ones", trainable=False, name="ema_count")
+            self.ema_count = self.add_weight(
+                shape=(self.num_codes,), initializer="ones", trainable=False, name="ema_count", aggregation=replicated
+            )
             self.ema_sum = self.add_weight(
-                shape=(self.num_codes, self.embedding_dim), initializer="zeros", trainable=False, name="ema_sum"
+                shape=(self.num_codes, self.embedding_dim), initializer="zeros", trainable=False, name="ema_sum",
+                aggregation=replicated,
             )
             self.ema_sum.assign(self.codebook)
 
@@ -206,17 +216,21 @@ class VectorQuantizer(keras.layers.Layer):
         return ops.sum(ops.square(ops.stop_gradient(z_e) - z_q), axis=axes), commitment
 
     def update(self, z_e, indices):
-        """Training-time state: code usage, EMA codebook and dead-code restarts (no gradient)."""
+        """Training-time state: code usage, EMA codebook and dead-code restarts (no gradient).
+
+        Under a `tf.distribute` strategy the code counts and sums are those of
+        the global batch (all-reduced), so every replica computes the same state.
+        """
         flat = ops.stop_gradient(ops.reshape(z_e, (-1, self.embedding_dim)))
         one_hot = ops.one_hot(ops.reshape(indices, (-1,)), self.num_codes)
-        counts = ops.sum(one_hot, axis=0)
+        counts = cross_replica_sum(ops.sum(one_hot, axis=0))
         share = counts / ops.maximum(ops.sum(counts), 1.0)
         usage = _USAGE_DECAY * self.usage + (1.0 - _USAGE_DECAY) * share
         self.usage.assign(usage)
         if self.ema:
             decay = self.ema_decay
             count = decay * self.ema_count + (1.0 - decay) * counts
-            total = decay * self.ema_sum + (1.0 - decay) * ops.matmul(ops.transpose(one_hot), flat)
+            total = decay * self.ema_sum + (1.0 - decay) * cross_replica_sum(ops.matmul(ops.transpose(one_hot), flat))
             n = ops.sum(count)
             smoothed = (count + _EPSILON) / (n + self.num_codes * _EPSILON) * n  # Laplace smoothing
             self.ema_count.assign(count)
@@ -263,7 +277,9 @@ def perplexity(indices, num_codes: int):
     >>> round(float(perplexity(np.array([0, 1, 2, 3]), num_codes=8)), 3)
     4.0
     """
-    probs = ops.mean(ops.one_hot(ops.reshape(ops.cast(indices, "int32"), (-1,)), num_codes), axis=0)
+    one_hot = ops.one_hot(ops.reshape(ops.cast(indices, "int32"), (-1,)), num_codes)
+    counts = cross_replica_sum(ops.sum(one_hot, axis=0))  # the global batch's usage under a strategy
+    probs = counts / ops.maximum(ops.sum(counts), 1.0)
     return ops.exp(-ops.sum(probs * ops.log(probs + 1e-10)))
 
 
@@ -331,7 +347,9 @@ class VQVAE(SpatialVAE):
         quantizer = VectorQuantizer(
             num_codes, embedding_dim, commitment_weight, ema, ema_decay, restart_dead_codes, seed=seed, name="quantizer"
         )
-        super().__init__(encoder, decoder, embedding_dim, likelihood, beta, 0.0, posterior=quantizer, seed=seed, **kwargs)
+        super().__init__(
+            encoder, decoder, embedding_dim, likelihood, beta, 0.0, posterior=quantizer, seed=seed, **kwargs
+        )
 
     @property
     def quantizer(self) -> VectorQuantizer:
@@ -375,9 +393,13 @@ class VQVAE(SpatialVAE):
         p = self.likelihood.distribution(self.decoder(z, training=training), x, training=training)
         log_likelihood = p.log_prob(x)
         prior_nll = -self.prior_log_prob(ops.stop_gradient(indices), training)
-        kl = ops.mean(prior_nll)
-        rec = -ops.mean(log_likelihood)
-        vq_loss = ops.mean(codebook_loss + commitment_loss)
+        # Means over the global batch (under a strategy: all-reduced), as in VAE.compute_terms.
+        mean_log_likelihood, means = _global_batch_means(
+            log_likelihood, ops.stack([prior_nll, codebook_loss + commitment_loss], axis=-1)
+        )
+        rec = -ops.mean(mean_log_likelihood)
+        means = ops.mean(means, axis=0)  # a batch of one under a strategy, per image on one device
+        kl, vq_loss = means[0], means[1]
         return {
             "loss": rec + vq_loss + self.beta * kl,
             "elbo": -rec - kl,
@@ -389,12 +411,6 @@ class VQVAE(SpatialVAE):
             "log_likelihood": log_likelihood,
             "kl_per_dim": prior_nll[:, None],
         }
-
-    def _update_metrics(self, terms: dict, x) -> dict:
-        batch = ops.cast(ops.shape(x)[0], "float32")
-        for name, tracker in self.trackers.items():
-            tracker.update_state(self.beta if name == "beta" else terms[name], sample_weight=batch)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
 
     # -------------------------------------------------------- user-facing API
     def encode_indices(self, x):
