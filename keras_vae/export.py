@@ -55,7 +55,7 @@ Example:
 
 >>> import tempfile, numpy as np, keras_vae as kv
 >>> vae = kv.build_vae((8, 8, 1), network="mlp", latent_dim=2, likelihood="bernoulli")
->>> folder = kv.export.saved_model(vae, tempfile.mkdtemp(), version=3)
+>>> folder = kv.export.saved_model(vae, tempfile.mkdtemp(), version=3, allow_untrained=True)  # weights as built
 >>> folder.name, sorted(p.name for p in folder.iterdir())
 ('3', ['assets', 'fingerprint.pb', 'saved_model.pb', 'variables'])
 """
@@ -95,19 +95,25 @@ _FAMILIES: dict[type, Callable] = {}
 
 
 # ------------------------------------------------------------------ checks
-def check_exportable(model) -> VAE:
-    """Returns `model` if it is a built `VAE` whose decoder sigma is calibrated.
+def check_exportable(model, allow_untrained: bool = False) -> VAE:
+    """Returns `model` if it is a built, trained `VAE` whose decoder sigma is calibrated.
 
-    An optimal-sigma model that never trained has a running MSE of zero, so
-    its served sigma would be the soft-clip floor (exp(-6)), not a calibrated
-    one: that is refused. Other likelihoods cannot tell "untrained" from
-    "weights loaded by hand", so they are exported as they are.
+    A model whose optimizer never took a step (never fitted, or loaded
+    without its optimizer) is refused unless `allow_untrained`: for weights
+    set another way (`load_weights`, `set_weights`). An optimal-sigma model
+    that never trained is refused even then: its running MSE is zero, so its
+    served sigma would be the soft-clip floor (exp(-6)), not a calibrated one.
+
+    Args:
+        model: The model to export.
+        allow_untrained: Export a model without optimizer steps. Defaults to False.
 
     Raises:
         TypeError: If `model` is not a `keras_vae.VAE`, or is a class without
             export signatures (`VLAE`, whose decoder samples pixel by pixel,
             or a user subclass: its posterior, latents or inputs may differ).
-        ValueError: If it is not built, or is an untrained optimal-sigma model.
+        ValueError: If it is not built, is an untrained optimal-sigma model,
+            or never trained and not `allow_untrained`.
     """
     if not isinstance(model, VAE):
         raise TypeError(f"Expected a keras_vae.VAE. Received: model of type {type(model).__name__}")
@@ -125,6 +131,13 @@ def check_exportable(model) -> VAE:
         raise ValueError(
             f"The VAE's likelihood has sigma={model.likelihood.sigma!r} but has never been trained, so it "
             "has no calibrated (running-average) sigma to export. Train it with model.fit first."
+        )
+    optimizer = getattr(model, "optimizer", None)
+    if not allow_untrained and (optimizer is None or int(optimizer.iterations.numpy()) == 0):
+        raise ValueError(
+            f"The {type(model).__name__} has never been trained (its optimizer took no steps), so the export "
+            "would serve random weights. Train it with model.fit, load a trained .keras file with its optimizer "
+            "(keras.models.load_model), or pass allow_untrained=True if its weights were set another way."
         )
     return model
 
@@ -734,7 +747,9 @@ def _check_signatures(signatures, available=SIGNATURES) -> tuple[str, ...]:
 
 
 # -------------------------------------------------------------- SavedModel
-def saved_model(model: VAE, base_dir, name: str = "vae", version: int = 1, overwrite: bool = False) -> Path:
+def saved_model(
+    model: VAE, base_dir, name: str = "vae", version: int = 1, overwrite: bool = False, allow_untrained: bool = False
+) -> Path:
     """Writes `model` as a SavedModel in the TF Serving layout `base_dir/name/version`.
 
     The export is written to a hidden temporary folder beside the target and
@@ -747,6 +762,8 @@ def saved_model(model: VAE, base_dir, name: str = "vae", version: int = 1, overw
         name: The model name (a folder). Defaults to `"vae"`.
         version: The version, a positive integer (a folder). Defaults to 1.
         overwrite: Replace an existing version folder. Defaults to False.
+        allow_untrained: Export a model that was never fitted (weights set by
+            hand). Defaults to False: `check_exportable`.
 
     Returns:
         The version folder, `Path(base_dir) / name / str(version)`.
@@ -759,11 +776,11 @@ def saved_model(model: VAE, base_dir, name: str = "vae", version: int = 1, overw
 
     >>> import tempfile, keras_vae as kv
     >>> vae = kv.build_vae((8, 8, 1), network="mlp", latent_dim=2, likelihood="gaussian", sigma=0.1)
-    >>> folder = kv.export.saved_model(vae, tempfile.mkdtemp(), name="digits", version=2)
+    >>> folder = kv.export.saved_model(vae, tempfile.mkdtemp(), name="digits", version=2, allow_untrained=True)
     >>> folder.parent.name, folder.name
     ('digits', '2')
     """
-    check_exportable(model)
+    check_exportable(model, allow_untrained)
     version, name = _check_version(version), _check_name(name)
     parent = Path(base_dir) / name
     target = parent / str(version)
@@ -802,6 +819,7 @@ def tflite(
     signatures=("decode",),
     quantize: str | None = None,
     overwrite: bool = False,
+    allow_untrained: bool = False,
 ) -> Path:
     """Converts signatures of `model` to a `.tflite` file with builtin ops only.
 
@@ -817,6 +835,8 @@ def tflite(
             `"dynamic"` (int8 weights, dynamic-range activations).
             Defaults to None.
         overwrite: Replace an existing file. Defaults to False.
+        allow_untrained: Export a model that was never fitted (weights set by
+            hand). Defaults to False: `check_exportable`.
 
     Returns:
         The path written.
@@ -833,11 +853,11 @@ def tflite(
 
     >>> import os, tempfile, keras_vae as kv
     >>> vae = kv.build_vae((8, 8, 1), network="mlp", latent_dim=2, likelihood="gaussian", sigma=0.1)
-    >>> path = kv.export.tflite(vae, os.path.join(tempfile.mkdtemp(), "decoder.tflite"))
+    >>> path = kv.export.tflite(vae, os.path.join(tempfile.mkdtemp(), "decoder.tflite"), allow_untrained=True)
     >>> path.suffix
     '.tflite'
     """
-    check_exportable(model)
+    check_exportable(model, allow_untrained)
     signatures = _check_signatures(signatures, signature_names(model))
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"Expected quantize in {QUANTIZATIONS}. Received: quantize={quantize!r}")
@@ -923,7 +943,7 @@ def litert_runner(path, signature: str = "decode", num_threads: int | None = Non
 
     >>> import os, tempfile, numpy as np, keras_vae as kv
     >>> vae = kv.build_vae((8, 8, 1), network="mlp", latent_dim=2, likelihood="gaussian", sigma=0.1)
-    >>> path = kv.export.tflite(vae, os.path.join(tempfile.mkdtemp(), "decoder.tflite"))
+    >>> path = kv.export.tflite(vae, os.path.join(tempfile.mkdtemp(), "decoder.tflite"), allow_untrained=True)
     >>> decode = kv.export.litert_runner(path, "decode")
     >>> decode(z=np.zeros((3, 2), "float32"))["mean"].shape
     (3, 8, 8, 1)

@@ -141,8 +141,8 @@ def test_elbo_is_the_running_sigma_elbo(vae, loaded):
 
 
 def test_bernoulli_decode_returns_probs(tmp_path):
-    vae = tiny_vae(SHAPE, likelihood="bernoulli", latent_dim=LATENT)  # untrained is fine: no sigma to calibrate
-    loaded = tf.saved_model.load(str(export.saved_model(vae, tmp_path)))
+    vae = tiny_vae(SHAPE, likelihood="bernoulli", latent_dim=LATENT)  # no sigma to calibrate: allowed untrained
+    loaded = tf.saved_model.load(str(export.saved_model(vae, tmp_path, allow_untrained=True)))
     z = _latents()
     out = loaded.signatures["decode"](z=tf.constant(z))
     assert set(out) == {"mean", "probs"}
@@ -262,15 +262,23 @@ def test_tflite_quantized_within_tolerance(vae, tmp_path, quantize, weight_dtype
 
 
 # ------------------------------------------------------------------ bad input
-def test_refuses_non_vae_and_untrained_optimal_sigma(tmp_path):
+def test_refuses_non_vae_and_untrained_models(tmp_path):
     with pytest.raises(TypeError, match="Expected a keras_vae.VAE"):
         export.saved_model(keras.Sequential([keras.layers.Dense(2)]), tmp_path)
     untrained = tiny_vae(SHAPE, likelihood="optimal_per_image", latent_dim=LATENT)
+    for allow in (False, True):  # no calibrated sigma, whatever the flag
+        with pytest.raises(ValueError, match="sigma='optimal_per_image' but has never been trained"):
+            export.saved_model(untrained, tmp_path, allow_untrained=allow)
+        with pytest.raises(ValueError, match="sigma='optimal_per_image' but has never been trained"):
+            export.tflite(untrained, tmp_path / "x.tflite", allow_untrained=allow)
+    fixed = tiny_vae(SHAPE, likelihood="gaussian", latent_dim=LATENT, sigma=0.1)
+    with pytest.raises(ValueError, match=r"never been trained \(its optimizer took no steps\).*allow_untrained"):
+        export.saved_model(fixed, tmp_path)
     with pytest.raises(ValueError, match="never been trained"):
-        export.saved_model(untrained, tmp_path)
-    with pytest.raises(ValueError, match="never been trained"):
-        export.tflite(untrained, tmp_path / "x.tflite")
+        export.tflite(fixed, tmp_path / "x.tflite")
     assert list(tmp_path.iterdir()) == []
+    fixed.train_on_batch(make_images(8, SHAPE))  # one step: now it exports
+    assert (export.saved_model(fixed, tmp_path) / "saved_model.pb").is_file()
 
 
 def test_refuses_bad_arguments(vae, tmp_path):
@@ -289,7 +297,7 @@ def test_existing_version_refused_unless_overwrite(vae, tmp_path):
     with pytest.raises(FileExistsError, match="refusing to overwrite"):
         export.saved_model(vae, tmp_path, version=3)
     other = tiny_vae(SHAPE, likelihood="gaussian", latent_dim=LATENT, sigma=0.25, seed=9)
-    assert export.saved_model(other, tmp_path, version=3, overwrite=True) == first
+    assert export.saved_model(other, tmp_path, version=3, overwrite=True, allow_untrained=True) == first
     z = _latents()
     out = tf.saved_model.load(str(first)).signatures["decode"](z=tf.constant(z))
     np.testing.assert_allclose(out["mean"], other.decode(z)[0], atol=1e-6)
@@ -333,11 +341,11 @@ def test_signature_needing_flex_ops_is_a_clear_error(tmp_path):
     decoder = keras.Model(z, _StatelessNoise()(params))
     vae = kv.VAE(kv.networks.mlp_encoder(SHAPE), decoder, latent_dim=LATENT, likelihood=kv.Gaussian(sigma=0.1))
     with pytest.raises(ValueError, match=r"decode: .*StatelessRandomNormalV2") as info:
-        export.tflite(vae, tmp_path / "flex.tflite", signatures=("encode", "decode"))
+        export.tflite(vae, tmp_path / "flex.tflite", signatures=("encode", "decode"), allow_untrained=True)
     assert "encode" not in str(info.value)
     assert not (tmp_path / "flex.tflite").exists()
     # Only the TFLite file is refused: TF Serving runs every TensorFlow op.
-    assert (export.saved_model(vae, tmp_path) / "saved_model.pb").is_file()
+    assert (export.saved_model(vae, tmp_path, allow_untrained=True) / "saved_model.pb").is_file()
 
 
 def test_wrong_input_shape_is_a_clear_error(loaded, tflite_all):
