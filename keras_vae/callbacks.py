@@ -133,16 +133,12 @@ class ImageLogger(keras.callbacks.Callback):
         self.every = every
         self.seed = seed
         self._writer = None
-        self._z = None
 
     def grids(self) -> dict:
         """The current `samples` and `reconstructions` grids, each `(height, width, C)` in [0, 1]."""
         from keras_vae import plots
 
-        if self._z is None:
-            rng = np.random.default_rng(self.seed)
-            self._z = rng.standard_normal((self.num_samples, self.model.latent_dim)).astype("float32")
-        samples = np.asarray(self.model.decode(self._z)[0])
+        samples = evaluation.prior_samples(self.model, self.num_samples, seed=self.seed)  # the same z every epoch
         reconstructions = np.asarray(self.model.reconstruct(self.images))
         columns = min(len(self.images), 8)
         rows = []

@@ -48,6 +48,42 @@ ACTIVE_UNIT_THRESHOLD = 0.01
 COLLAPSE_NATS = 0.1
 
 
+# ------------------------------------------------------------- model checks
+def _latent_family(model, decoder: bool = True) -> str | None:
+    """The name of `model`'s class if it is a family whose latent is not one N(0, I) vector (decoded alone)."""
+    from keras_vae import models
+
+    families = (models.HierarchicalVAE, models.GumbelSoftmaxVAE, models.ConditionalVAE,
+                models.SpatialVAE)  # (VQVAE is a SpatialVAE)
+    if decoder:
+        families += (models.VLAE,)  # a plain posterior, but its decoder also reads x
+    return type(model).__name__ if isinstance(model, families) else None
+
+
+def check_vector_latent(model, what: str = "keras_vae.evaluation", decoder: bool = True) -> None:
+    """Raises a TypeError naming the model if `what` cannot score it.
+
+    The bounds and posterior statistics here assume the plain `VAE`'s
+    structure: q(z|x) a diagonal Gaussian over one latent vector from the
+    encoder alone, p(z) = N(0, I), and a decoder of z alone. The latent
+    families differ (two levels, categorical codes, labels, latent maps, an
+    autoregressive decoder) and report their own ELBO terms through
+    `model.evaluate` and `model.elbo`. With `decoder=False` (posterior
+    statistics only) the `VLAE`, whose posterior is the plain one, passes.
+
+    Example:
+
+    >>> import keras_vae as kv
+    >>> check_vector_latent(kv.build_vae((8, 8, 1), network="mlp", latent_dim=2))
+    """
+    family = _latent_family(model, decoder)
+    if family is not None:
+        raise TypeError(
+            f"{what} scores VAEs with one N(0, I) latent vector and a decoder of z alone; a {family} is "
+            f"not one. Use {family}.evaluate(...) (its loss, elbo, rec and kl metrics) or .elbo(x)."
+        )
+
+
 # ---------------------------------------------------------------- data access
 def as_array(data, image_shape=None) -> np.ndarray:
     """Collects images from an array or a `tf.data.Dataset` into one checked float32 array.
@@ -143,6 +179,7 @@ def log_importance_weights(model, x, num_samples: int, chunk_size: int | None = 
         A numpy array `(num_samples, batch)` of log w in nats.
     """
     _check_positive("num_samples", num_samples)
+    check_vector_latent(model, "The IWAE bound")
     chunk_size = chunk_size or num_samples
     x = tf.convert_to_tensor(x, tf.float32)
     seed = int(np.random.randint(0, 2**31 - 1)) if seed is None else int(seed)
@@ -249,6 +286,7 @@ def elbo(model, data, num_samples: int = 1, batch_size: int = 100, seed: int | N
         A float.
     """
     _check_positive("num_samples", num_samples)
+    check_vector_latent(model, "keras_vae.evaluation.elbo")
     x = as_array(data, getattr(model, "image_shape", None))
     values = []
     for index, batch in enumerate(_batches(x, batch_size, progress, "ELBO")):
@@ -308,6 +346,7 @@ def bits_per_dim(log_likelihood: float, num_dims: int, levels: int | None = None
 # -------------------------------------------------------- posterior collapse
 def posterior_moments(model, data, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """The means and standard deviations of q(z|x) for all images, each `(N, latent_dim)`."""
+    check_vector_latent(model, "The posterior statistics", decoder=False)
     x = as_array(data, getattr(model, "image_shape", None))
     means, stddevs = [], []
     for batch in _batches(x, batch_size, False, ""):
@@ -523,8 +562,20 @@ def fid(real, generated, feature_model: Callable, batch_size: int = 500) -> floa
 
 # ---------------------------------------------------------------- images
 def prior_samples(model, num_samples: int, batch_size: int = 500, seed: int | None = 0) -> np.ndarray:
-    """Decoder means at z ~ N(0, I): `(num_samples, H, W, C)` (seeded)."""
+    """Decoder means at z ~ p(z): `(num_samples, H, W, C)`.
+
+    For a plain `VAE` the draws z ~ N(0, I) are seeded by `seed`; the latent
+    families (hierarchical, Gumbel-softmax, spatial, VQ-VAE with its learned
+    prior) draw from their own prior with `model.sample`, seeded by the
+    model's seed. A `ConditionalVAE` needs labels: call its `sample(n, y)`.
+    """
     _check_positive("num_samples", num_samples)
+    family = _latent_family(model)
+    if family == "ConditionalVAE":
+        raise TypeError("A ConditionalVAE samples given labels: use model.sample(num_samples, y).")
+    if family is not None:
+        return np.concatenate([np.asarray(model.sample(min(batch_size, num_samples - start)))
+                               for start in range(0, num_samples, batch_size)])
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((num_samples, model.latent_dim)).astype("float32")
     return np.concatenate([np.asarray(model.decode(z[start : start + batch_size])[0])
@@ -570,6 +621,7 @@ def report(
     Returns:
         A dict of nats per image, bits/dim, posterior statistics and FIDs.
     """
+    check_vector_latent(model, "keras_vae.evaluation.report")
     x = as_array(data, getattr(model, "image_shape", None))
     num_dims = int(np.prod(x.shape[1:]))
     likelihood = model.likelihood
@@ -583,6 +635,9 @@ def report(
             + ("For this continuous decoder they are log densities on [0, 1] pixel values, so bits_per_dim can "
                "be negative; bits_per_dim_dequantized bounds the probability of 8-bit images."
                if continuous else "")
+            + ("A Bernoulli decoder on grey-level pixels is a cross-entropy, not a normalised likelihood of the "
+               "images: its ELBO, IWAE and bits_per_dim compare only with other Bernoulli models."
+               if type(likelihood).__name__ == "Bernoulli" else "")
         ),
         "elbo": elbo(model, x, batch_size=batch_size, seed=seed, progress=progress),
     }
@@ -656,6 +711,7 @@ def evaluate_saved_model(
     if feature_model not in ("auto", "none"):
         raise ValueError(f"Expected feature_model 'auto' or 'none'. Received: feature_model={feature_model!r}")
     model = keras.models.load_model(model_path)
+    check_vector_latent(model, "python -m keras_vae evaluate")  # before any data or feature model work
     x = data_lib.load_arrays(dataset, split, test_fraction)
     x = x[:max_images] if max_images else x
     features = feature_model_lib.get(dataset) if feature_model == "auto" else None

@@ -180,7 +180,8 @@ def test_fid_of_a_set_with_itself_is_zero_and_shifts_add_up():
     shifted = np.clip(images + 0.0, 0, 1)
     shifted[:, 0, 0, 0] = np.clip(images[:, 0, 0, 0] * 0.5, 0, 1)
     f_real, f_gen = features(images), features(shifted)
-    expected = evaluation.frechet_distance(*evaluation.feature_statistics(f_real), *evaluation.feature_statistics(f_gen))
+    statistics = evaluation.feature_statistics(f_real) + evaluation.feature_statistics(f_gen)
+    expected = evaluation.frechet_distance(*statistics)
     assert evaluation.fid(images, shifted, features) == pytest.approx(expected)
     assert expected > 0
 
@@ -194,7 +195,7 @@ def test_feature_model_is_trained_once_cached_and_never_overwrites(tmp_path):
     np.savez(dataset, x=x, y=labels, x_test=x[:20], y_test=labels[:20])
     cache = tmp_path / "cache"
     first = feature_model.get(str(dataset), epochs=1, directory=cache, verbose=False)
-    assert first.path.exists() and "toy_npz_classifier_v1" in first.name and "test accuracy" in first.name
+    assert first.path.exists() and f"toy_npz_classifier_{feature_model.VERSION}" in first.name and "test accuracy" in first.name
     assert first(x[:3]).shape == (3, feature_model.FEATURE_UNITS)
     stamp = os.stat(first.path).st_mtime_ns
     second = feature_model.get(str(dataset), epochs=1, directory=cache, verbose=False)
@@ -254,3 +255,29 @@ def test_evaluate_command_line(tmp_path):
          f"--out={tmp_path / 'eval'}"], capture_output=True, text=True)
     assert done.returncode != 0 and "refusing to overwrite" in done.stderr
     assert (tmp_path / "eval" / "eval.json").read_text() == "{}"
+
+
+def test_latent_families_are_refused_by_the_vector_latent_bounds_but_sampled_from_their_prior(tmp_path):
+    x = make_images(8, (8, 8, 1))
+    keras.utils.set_random_seed(0)
+    hierarchical = kv.models.build_hierarchical_vae((8, 8, 1), network="mlp", latent_dim=2, top_latent_dim=2,
+                                                    hidden_units=8, seed=0)
+    for call in (lambda: evaluation.elbo(hierarchical, x), lambda: evaluation.iwae_bound(hierarchical, x, 4),
+                 lambda: evaluation.posterior_statistics(hierarchical, x),
+                 lambda: evaluation.report(hierarchical, x, iwae_samples=2)):
+        with pytest.raises(TypeError, match=r"a HierarchicalVAE is not one\. Use HierarchicalVAE\.evaluate"):
+            call()
+    # FID samples come from the family's own prior (z2, then z1 ~ p(z1|z2)), not from N(0, I) at z1.
+    state = np.asarray(hierarchical.seed_generator.state.value)
+    samples = evaluation.prior_samples(hierarchical, 7, batch_size=7)
+    hierarchical.seed_generator.state.assign(state)
+    np.testing.assert_allclose(samples, np.asarray(hierarchical.sample(7)), atol=1e-6)
+    assert evaluation.prior_samples(hierarchical, 7, batch_size=4).shape == (7, 8, 8, 1)
+    conditional = kv.models.build_conditional_vae((8, 8, 1), num_classes=3, network="mlp", latent_dim=2)
+    with pytest.raises(TypeError, match=r"sample\(num_samples, y\)"):
+        evaluation.prior_samples(conditional, 2)
+    path = tmp_path / "h.keras"
+    hierarchical.save(path)
+    with pytest.raises(TypeError, match="python -m keras_vae evaluate scores VAEs with one N"):
+        evaluation.evaluate_saved_model(path, feature_model="none")
+    assert not (tmp_path / "eval").exists()
