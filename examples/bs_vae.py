@@ -9,10 +9,12 @@ trade-off: beta > 1 buys a more compressed, more regular latent space.
 import keras
 
 import keras_vae as kv
+from keras_vae.experiment import prepare_file
 
 
 def main(beta: float = 10.0, epochs: int = 10, num_images: int | None = None,
          out: str = "runs/bs_vae.keras") -> kv.VAE:
+    out = prepare_file(out)  # refuses to replace a saved model, before any training
     x_train = kv.data.load_arrays("mnist", split="train")[:num_images]
     vae = kv.VAE(
         encoder=kv.networks.conv_encoder((28, 28, 1)),

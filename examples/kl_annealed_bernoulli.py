@@ -9,10 +9,12 @@ it before every batch); free bits keep each latent dimension above 0.1 nats.
 import keras
 
 import keras_vae as kv
+from keras_vae.experiment import prepare_file
 
 
 def main(warmup_steps: int = 500, epochs: int = 10, num_images: int | None = None,
          out: str = "runs/annealed_bernoulli.keras") -> kv.VAE:
+    out = prepare_file(out)  # refuses to replace a saved model, before any training
     x_train = kv.data.load_arrays("mnist", split="train")[:num_images]
     vae = kv.build_vae((28, 28, 1), network="conv", latent_dim=20, likelihood="bernoulli", free_bits=0.1)
     vae.compile(optimizer=keras.optimizers.Adam(1e-3))

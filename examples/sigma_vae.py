@@ -9,9 +9,11 @@ a running average of it so that sampling and export use a calibrated sigma.
 import keras
 
 import keras_vae as kv
+from keras_vae.experiment import prepare_file
 
 
 def main(epochs: int = 10, num_images: int | None = None, out: str = "runs/sigma_vae.keras") -> kv.VAE:
+    out = prepare_file(out)  # refuses to replace a saved model, before any training
     x_train = kv.data.load_arrays("mnist", split="train")[:num_images]
     x_test = kv.data.load_arrays("mnist", split="test")[:num_images]
     vae = kv.VAE(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from keras_vae import annealing, data, distribute, likelihoods, models, networks
 from keras_vae.models.vae import VAE
 
 RUN_FILES = ("model.keras", "metrics.json", "samples.png", "reconstructions.png")
+BACKUP_SETTINGS = "run_config.json"  # in the backup folder: the settings of the run it can resume
 
 
 @dataclasses.dataclass
@@ -95,13 +97,41 @@ def prepare_output(out, overwrite: bool) -> Path:
     return out
 
 
+def prepare_file(path, overwrite: bool = False) -> Path:
+    """Makes the parent folder of a file to be written, refusing to replace it unless `overwrite`.
+
+    Call it before training, so a clash fails before any work is done.
+
+    Args:
+        path: The file, e.g. `"runs/sigma_vae.keras"`.
+        overwrite: Allow replacing an existing file. Defaults to False.
+
+    Returns:
+        `path` as a `Path`.
+
+    Raises:
+        FileExistsError: If `path` exists and not `overwrite`.
+
+    Example:
+
+    >>> import tempfile
+    >>> prepare_file(Path(tempfile.mkdtemp()) / "new" / "model.keras").parent.is_dir()
+    True
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; refusing to overwrite it. Choose another path.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def evaluate(model: VAE, x_test: np.ndarray, batch_size: int = 128, y_test=None) -> dict:
     """Test-set numbers in nats per image: ELBO, its terms, MSE and the inference sigma.
 
     `test_elbo` fits optimal sigmas to each test batch (as in training and the
     sigma-VAE reference code); `test_elbo_running_sigma` uses the sigma the
     model carries for inference instead. `test_mse` is per pixel, at the
-    posterior mean; `sigma` is the mean decoder sigma over the test set.
+    reconstruction (`model.reconstruct`); `sigma` is the mean decoder sigma over the test set.
     Labels `y_test` go to models that take them (the conditional VAE); the
     model's further metrics (e.g. `perplexity`, `kl_z1`) come as `test_NAME`.
     """
@@ -112,7 +142,11 @@ def evaluate(model: VAE, x_test: np.ndarray, batch_size: int = 128, y_test=None)
         batch = x_test[start : start + batch_size]
         batch_labels = tuple(y[start : start + batch_size] for y in labels)
         loc, _ = model.encode(batch, *batch_labels)
-        mean, sigma = model.decode(loc, *batch_labels)
+        if isinstance(model, models.VLAE):
+            mean, sigma = model.decode(loc, greedy=True)  # its reconstruction, decoded pixel by pixel once
+        else:
+            mean = model.reconstruct(batch, *batch_labels)  # e.g. the Gumbel VAE's most probable codes
+            sigma = model.decode(loc, *batch_labels)[1]
         reconstructions.append(np.asarray(mean))
         sigmas.append(np.asarray(sigma).mean(axis=(1, 2, 3)))
         running_elbo.append(np.asarray(model.elbo_with_running_sigma(batch, *batch_labels)))
@@ -194,6 +228,36 @@ def _pixelcnn_builder(config: RunConfig):
     return build
 
 
+def prepare_backup(backup: Path, config: RunConfig) -> Path:
+    """Checks that an interrupted run's checkpoint in `backup` is one this run may resume.
+
+    The same settings resume it (what `BackupAndRestore` then does). Other
+    settings are refused, since resuming would silently continue another
+    run, unless `config.overwrite`, which discards the old checkpoint and
+    starts afresh. The folder then records this run's settings.
+
+    Raises:
+        FileExistsError: If `backup` holds a checkpoint of other settings and
+            not `config.overwrite`.
+    """
+    settings = json.loads(json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k != "overwrite"}))
+    record = backup / BACKUP_SETTINGS
+    if backup.exists() and any(backup.iterdir()):
+        saved = json.loads(record.read_text()) if record.exists() else {}
+        if saved != settings:
+            changed = sorted(k for k in settings.keys() | saved.keys() if settings.get(k) != saved.get(k))
+            if not config.overwrite:
+                raise FileExistsError(
+                    f"{backup} holds the checkpoint of an interrupted run with other settings "
+                    f"({', '.join(changed) or 'unrecorded'}). Rerun that command to resume it, or pass "
+                    "--overwrite to discard it and start afresh."
+                )
+            shutil.rmtree(backup)
+    backup.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(settings, indent=2) + "\n")
+    return backup
+
+
 def _backup_name(strategy) -> str:
     """The checkpoint folder: `backup`, and one of its own for every non-chief multi-worker."""
     return "backup" if _is_chief(strategy) else f"backup_worker{strategy.cluster_resolver.task_id}"
@@ -228,7 +292,7 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         raise ValueError(
             f"Expected mixed_precision in {distribute.PRECISIONS}. Received: mixed_precision={config.mixed_precision!r}"
         )
-    likelihoods.get(config.likelihood, sigma=config.sigma)  # bad names fail before any work
+    likelihood = likelihoods.get(config.likelihood, sigma=config.sigma)  # bad names fail before any work
     builder = models.get(config.model)
     if config.network == "pixelcnn":
         builder = _pixelcnn_builder(config)
@@ -236,6 +300,7 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         networks.get(config.network)
     x_train, y_train = data.load_arrays(config.dataset, "train", config.test_fraction, with_labels=True)
     x_test, y_test = data.load_arrays(config.dataset, "test", config.test_fraction, with_labels=True)
+    likelihood.validate(x_train)  # e.g. 8-bit likelihoods need pixels on the 1/255 grid
     model_kwargs = {}
     if config.model == "conditional":
         if y_train is None or y_test is None:
@@ -244,6 +309,7 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
     else:
         y_train = y_test = None
     out = prepare_output(config.out, config.overwrite)
+    backup = prepare_backup(out / _backup_name(strategy), config)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope(), _precision(config.mixed_precision):
         model = builder(
@@ -267,7 +333,7 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
     run_callbacks = [
         timer,
         nan_stop,
-        keras.callbacks.BackupAndRestore(str(out / _backup_name(strategy))),
+        keras.callbacks.BackupAndRestore(str(backup)),
         *callbacks,
     ]
     if config.kl_warmup_steps > 0:
