@@ -177,7 +177,8 @@ class TemperatureAnnealing(keras.callbacks.Callback):
     def _assign(self) -> None:
         if not hasattr(self.model, "temperature"):
             raise ValueError(
-                f"TemperatureAnnealing needs a model with a `temperature` variable; {type(self.model).__name__} has none."
+                "TemperatureAnnealing needs a model with a `temperature` variable; "
+                f"{type(self.model).__name__} has none."
             )
         temperature = self.schedule(int(self.model.optimizer.iterations.numpy()))
         if not temperature > 0:

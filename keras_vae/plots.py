@@ -107,7 +107,7 @@ def interpolation_grid(model, x1, x2, path, steps: int = 10) -> Path:
     Returns:
         The path. Each row also shows the originals at its two ends.
     """
-    x = np.stack([np.asarray(x1, "float32").reshape(model.image_shape), np.asarray(x2, "float32").reshape(model.image_shape)])
+    x = np.stack([np.asarray(end, "float32").reshape(model.image_shape) for end in (x1, x2)])
     means = np.asarray(model.encode(x)[0])
     rows = []
     for method in ("linear", "spherical"):
