@@ -32,6 +32,7 @@ ROWS = {
     "optimal": dict(likelihood="optimal"),
     "optimal_per_image": dict(likelihood="optimal_per_image"),
     "per_pixel": dict(likelihood="per_pixel"),
+    "optimal, mixed_bfloat16": dict(likelihood="optimal", mixed_precision="mixed_bfloat16"),
 }
 REFERENCE_NEG_ELBO = {"gaussian sigma=1": 742.6, "optimal": -705.4, "learned": 213.6}
 RESULTS = Path(__file__).parent / "results"
@@ -52,6 +53,29 @@ def run_row(name: str, workdir: Path) -> dict:
         "test_elbo", "test_elbo_running_sigma", "test_mse", "sigma", "images_per_second", "train_seconds")}}
 
 
+def target_checks(rows: dict) -> list[str]:
+    """Issue 2's targets, checked on the rows present."""
+    checks = []
+
+    def check(text: str, ok: bool) -> None:
+        checks.append(f"- {text}: {'met' if ok else 'NOT met'}.")
+
+    if "gaussian sigma=1" in rows:
+        value = -rows["gaussian sigma=1"]["test_elbo"]
+        check(f"sigma=1 within 5 nats of the reference +742.6: {value:+.1f}", abs(value - 742.6) <= 5)
+    if "optimal" in rows:
+        value = rows["optimal"]["test_elbo"]
+        check(f"optimal sigma test ELBO >= 705 nats: {value:.1f}", value >= 705)
+        rate = rows["optimal"]["images_per_second"]
+        check(f"optimal-sigma training at >= 250 images/s (the reference): {rate:.0f}", rate >= 250)
+    if "optimal" in rows and "learned" in rows:
+        learned, optimal = rows["learned"]["test_elbo"], rows["optimal"]["test_elbo"]
+        gap = abs(learned - optimal) / abs(optimal)
+        check(f"learned sigma within 5% of the optimal one: {learned:.1f} vs {optimal:.1f} ({100 * gap:.1f}%)",
+              gap <= 0.05)
+    return ["Targets (issue 2):", "", *checks] if checks else []
+
+
 def to_markdown(rows: list[dict], epochs: int) -> str:
     lines = [
         f"# Decoder comparison (conv net, latent 20, batch 128, Adam 1e-3, {epochs} epochs, MNIST 9k/1k)",
@@ -70,6 +94,7 @@ def to_markdown(rows: list[dict], epochs: int) -> str:
             f"{'' if ref is None else f'{ref:+.1f}'} | {r['test_mse']:.4f} | {r['sigma']:.4f} | "
             f"{r['images_per_second']:.0f} |"
         )
+    lines += ["", *target_checks({r["row"]: r for r in rows})]
     lines += [
         "",
         "test -ELBO fits optimal sigmas to each test batch of 128 (as the reference code does);",

@@ -41,12 +41,23 @@ VARIANTS = {
                      subpixel=True),
     "onednn_off": dict(description="jit off, TF_ENABLE_ONEDNN_OPTS=0", jit=False,
                        env={"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    "bf16": dict(description="jit off, mixed_bfloat16 networks (likelihood, KL, sigma in float32)", jit=False,
+                 precision="mixed_bfloat16"),
     "inter_op_1": dict(description="jit off, inter-op threads 1, intra-op threads 2", jit=False, threads=(1, 2)),
     "plain_port": dict(description="a plain Keras port: hand-written train_step, numpy input", jit=False,
                        plain=True),
+    "pytorch": dict(description="PyTorch reference step (benchmarks/pytorch_reference.py), DataLoader input",
+                    torch=True),
+    "pytorch_bf16": dict(description="the PyTorch reference step under torch.autocast(bfloat16)", torch=True,
+                         torch_args=["--bf16"]),
 }
+TARGET_VS_PYTORCH = 1.3  # issue 7: at least 1.3x the PyTorch reference, same machine, same run
 
-flags.DEFINE_list("variants", ["keras", "xla", "subpixel", "onednn_off", "plain_port"], "Settings to time.")
+flags.DEFINE_list("variants", ["keras", "xla", "subpixel", "onednn_off", "plain_port", "bf16", "pytorch",
+                               "pytorch_bf16"],
+                  "Settings to time.")
+flags.DEFINE_string("torch_python", sys.executable,
+                    "A Python with torch installed, for the pytorch variant (skipped if it has none).")
 flags.DEFINE_integer("rounds", 2, "Interleaved rounds (one process per variant per round).")
 flags.DEFINE_integer("steps", 15, "Training steps per timed window.")
 flags.DEFINE_integer("windows", 4, "Timed windows per process.")
@@ -189,6 +200,7 @@ def run_child(name: str) -> dict:
         tf.config.threading.set_intra_op_parallelism_threads(spec["threads"][1])
     x = kv.data.load_arrays("mnist", "train")
     keras.utils.set_random_seed(0)
+    kv.distribute.set_precision(spec.get("precision", "none"))
     reference = kv.build_vae(SHAPE, network="conv", latent_dim=LATENT, likelihood="optimal", seed=0)
     flops = training_flops_per_image(reference)
     if spec.get("plain"):
@@ -311,6 +323,24 @@ def to_markdown(summary: dict) -> str:
             f"{statistics.median(paired['rates']['plain_port']):.0f} images/s.",
         ]
     rows = summary["rows"]
+    for reason in summary.get("skipped", []):
+        lines.append(f"\nNot run: {reason}.")
+    if "keras" in rows and "pytorch" in rows:
+        ratio = rows["keras"]["median"] / rows["pytorch"]["median"]
+        met = "met" if ratio >= TARGET_VS_PYTORCH else "NOT met"
+        lines += ["", f"Target check (same machine, same run): our `VAE.train_step` (keras row) "
+                  f"{rows['keras']['median']:.0f} images/s = {ratio:.2f}x the PyTorch reference "
+                  f"({rows['pytorch']['median']:.0f} images/s; target >= {TARGET_VS_PYTORCH}x: {met}); "
+                  f"{100 * rows['keras']['median'] * flops / 1e9 / NOMINAL_PEAK_GFLOPS:.0f}% of the nominal peak."]
+    if "bf16" in rows and "pytorch" in rows:
+        ratio = rows["bf16"]["median"] / rows["pytorch"]["median"]
+        lines.append(f"With `--mixed_precision=mixed_bfloat16` (bf16 row, AMX on this CPU): "
+                     f"{rows['bf16']['median']:.0f} images/s = {ratio:.2f}x the float32 PyTorch reference"
+                     + (f", {rows['bf16']['median'] / rows['pytorch_bf16']['median']:.2f}x PyTorch under bf16 "
+                        "autocast" if "pytorch_bf16" in rows else "") + ".")
+    if "keras" in rows and "plain_port" in rows:
+        ratio = rows["keras"]["median"] / rows["plain_port"]["median"]
+        lines.append(f"Ours vs the plain Keras port (separate processes): {ratio:.2f}x.")
     notes = ["", "What each setting bought (this run):", ""]
     if "xla" in rows and "keras" in rows:
         notes.append(f"- XLA (`jit_compile=True`): {rows['xla']['median'] / rows['keras']['median']:.2f}x the "
@@ -352,13 +382,23 @@ def main(argv):
     unknown = [v for v in FLAGS.variants if v not in VARIANTS]
     if unknown:
         sys.exit(f"Unknown variants {unknown}; expected some of {list(VARIANTS)}")
+    skipped = []
+    torch_variants = [v for v in FLAGS.variants if VARIANTS[v].get("torch")]
+    if torch_variants and subprocess.run([FLAGS.torch_python, "-c", "import torch"],
+                                         capture_output=True).returncode != 0:
+        skipped.append(f"{', '.join(torch_variants)}: `{FLAGS.torch_python}` cannot import torch (pass --torch_python)")
+        FLAGS.variants = [v for v in FLAGS.variants if v not in torch_variants]
     uptime_before = _uptime()
     runs: dict[str, list[dict]] = {name: [] for name in FLAGS.variants}
     for round_index in range(FLAGS.rounds):
         for name in FLAGS.variants:
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **VARIANTS[name].get("env", {})}
-            command = [sys.executable, __file__, f"--child={name}", f"--steps={FLAGS.steps}",
-                       f"--windows={FLAGS.windows}", f"--warmup={FLAGS.warmup}"]
+            timing = [f"--steps={FLAGS.steps}", f"--windows={FLAGS.windows}", f"--warmup={FLAGS.warmup}"]
+            if VARIANTS[name].get("torch"):
+                command = [FLAGS.torch_python, str(Path(__file__).with_name("pytorch_reference.py")), *timing,
+                           *VARIANTS[name].get("torch_args", [])]
+            else:
+                command = [sys.executable, __file__, f"--child={name}", *timing]
             output = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
             lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
             if not lines:
@@ -383,20 +423,22 @@ def main(argv):
         rows[name] = {"median": statistics.median(rates), "min": min(rates), "max": max(rates), "all": rates,
                       "sgemm_now": statistics.median(r["sgemm_gflops_now"] for r in results)}
     uptime_after = _uptime()
-    load = max(float(u.split("load average:")[1].split(",")[0]) for u in (uptime_before, uptime_after)
-               if "load average:" in u)
+    # The 1-minute load before the run: during it, this benchmark itself keeps both cores busy.
+    load = float(uptime_before.split("load average:")[1].split(",")[0]) if "load average:" in uptime_before else 0.0
     summary = {
-        "command": "nice -n 10 python benchmarks/throughput.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/throughput.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         "written": time.strftime("%Y-%m-%d %H:%M"),
         "uptime_before": uptime_before,
         "uptime_after": uptime_after,
-        "load_note": (f"The machine WAS loaded (1-minute load up to {load:.1f} on {os.cpu_count()} cores: other "
-                      "jobs were running), so absolute numbers are low and noisy; compare variants within this "
-                      "run only." if load > 1.5 else "The machine was otherwise idle."),
-        "flops_per_image": runs[FLAGS.variants[0]][0]["flops_per_image"],
+        "load_note": (f"The machine WAS loaded (1-minute load {load:.1f} on {os.cpu_count()} cores before it "
+                      "started: other jobs were running), so absolute numbers are low and noisy; compare variants "
+                      "within this run only." if load > 1.0 else "The machine was otherwise idle "
+                      f"(1-minute load {load:.2f} before the run)."),
+        "flops_per_image": next(r[0]["flops_per_image"] for r in runs.values() if "flops_per_image" in r[0]),
         "rows": rows,
         "paired": paired,
+        "skipped": skipped,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "throughput.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,0 +1,125 @@
+"""The sigma-VAE reference training step in PyTorch, timed the way `throughput.py` times ours.
+
+The same network as `keras_vae.networks.conv_encoder`/`conv_decoder` (the
+sigma-VAE paper's small net, latent 20), the optimal-sigma Gaussian ELBO
+(sigma*^2 = batch MSE, log sigma soft-clipped at -6, summed over pixels,
+mean over the batch), Adam 1e-3, batch 128, shuffled batches from a
+`torch.utils.data.DataLoader` over the embedded 9,000 MNIST training images,
+as the official PyTorch code trains (its loader also decodes PIL images per
+item, which this one skips, so this is if anything faster than the official
+script). Needs only torch and numpy, so it can run from a separate virtualenv:
+
+    /path/to/torch-venv/bin/python benchmarks/pytorch_reference.py --steps=15 --windows=4 --warmup=5
+
+Prints one line `RESULT {json}` in the format of `throughput.py`'s children.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+MNIST = Path(__file__).resolve().parent.parent / "keras_vae" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
+BATCH, LATENT, TRAIN_IMAGES = 128, 20, 9000
+
+
+def load_train_images() -> torch.Tensor:
+    """The first 9,000 images of the embedded MNIST file, float32 in [0, 1], NCHW."""
+    with gzip.open(MNIST, "rb") as handle:
+        raw = np.frombuffer(handle.read(), np.uint8, offset=16)
+    images = raw.reshape(-1, 1, 28, 28)[:TRAIN_IMAGES].astype(np.float32) / 255.0
+    return torch.from_numpy(images)
+
+
+class ConvVAE(nn.Module):
+    """Conv(32,k3,s1)-Conv(64,k4,s2)-Conv(128,k5,s2) / Dense(7*7*128)-ConvT(64,k6,s2)-ConvT(32,k6,s2)-ConvT(1,k5,s1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 32, 3, stride=1, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 128, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Flatten(),
+        )
+        self.mean = nn.Linear(7 * 7 * 128, LATENT)
+        self.log_variance = nn.Linear(7 * 7 * 128, LATENT)
+        self.dense = nn.Linear(LATENT, 7 * 7 * 128)
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(128, 64, 6, stride=2, padding=2), nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 6, stride=2, padding=2), nn.ReLU(),
+            nn.ConvTranspose2d(32, 1, 5, stride=1, padding=2), nn.Sigmoid(),
+        )
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """The negative optimal-sigma ELBO, nats per image."""
+        features = self.encoder(x)
+        mean, log_variance = self.mean(features), self.log_variance(features)
+        z = mean + torch.exp(0.5 * log_variance) * torch.randn_like(mean)
+        x_hat = self.decoder(self.dense(z).view(-1, 128, 7, 7))
+        log_sigma = 0.5 * torch.log(torch.mean((x - x_hat) ** 2))
+        log_sigma = -6 + nn.functional.softplus(log_sigma + 6)
+        nll = 0.5 * ((x - x_hat) / log_sigma.exp()) ** 2 + log_sigma + 0.5 * math.log(2 * math.pi)
+        kl = -0.5 * torch.sum(1 + log_variance - mean**2 - log_variance.exp(), dim=1)
+        return nll.sum(dim=(1, 2, 3)).mean() + kl.mean()
+
+
+def sgemm_gflops(size: int = 1024, repeats: int = 10) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=15, help="training steps per timed window")
+    parser.add_argument("--windows", type=int, default=4, help="timed windows")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--bf16", action="store_true", help="networks under torch.autocast(bfloat16)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    dataset = torch.utils.data.TensorDataset(load_train_images())
+    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, drop_last=True)
+    model = ConvVAE()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    total = args.warmup + args.steps * args.windows
+    stamps = []
+    while len(stamps) < total:
+        for (x,) in loader:
+            optimizer.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                loss = model.loss(x)
+            loss.backward()
+            optimizer.step()
+            loss.item()  # as the reference logs it every step
+            stamps.append(time.perf_counter())
+            if len(stamps) == total:
+                break
+    rates = []
+    for window in range(args.windows):
+        start = stamps[args.warmup - 1 + window * args.steps]
+        end = stamps[args.warmup - 1 + (window + 1) * args.steps]
+        rates.append(args.steps * BATCH / (end - start))
+    result = {"variant": "pytorch_bf16" if args.bf16 else "pytorch", "images_per_second": rates,
+              "final_loss": loss.item(), "torch": torch.__version__, "sgemm_gflops_now": sgemm_gflops()}
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
