@@ -23,9 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from absl import app, flags
 
-from keras_vae import experiment
+from keras_vae import data, evaluation, experiment, feature_model
+from keras_vae.models import ConditionalVAE
 
 NUM_CODES = 64  # build_vqvae's default codebook size
 ROWS = {
@@ -43,6 +45,7 @@ flags.DEFINE_integer("conv_epochs", 2, "Training epochs of the convolutional row
 flags.DEFINE_list("rows", list(ROWS), "Rows to run (names of ROWS).")
 flags.DEFINE_string("likelihood", "optimal", "The likelihood of every row.")
 flags.DEFINE_integer("seed", 0, "Seed of every run.")
+flags.DEFINE_integer("fid_samples", 1000, "Prior samples for the FID (0: skip).")
 FLAGS = flags.FLAGS
 
 SETTINGS = {
@@ -55,42 +58,59 @@ SETTINGS = {
 }
 
 
-def run_row(name: str, workdir: Path) -> dict:
+def prior_fid(model, features) -> float:
+    """FID of `--fid_samples` prior samples against the 1,000 test images (the conditional VAE: labels 0..9)."""
+    x_test = data.load_arrays("mnist", "test")
+    if isinstance(model, ConditionalVAE):  # sample(n) cycles through the labels
+        samples = np.concatenate([np.asarray(model.sample(min(500, FLAGS.fid_samples - start)))
+                                  for start in range(0, FLAGS.fid_samples, 500)])
+    else:
+        samples = evaluation.prior_samples(model, FLAGS.fid_samples, seed=FLAGS.seed)
+    return evaluation.fid(x_test, samples, features)
+
+
+def run_row(name: str, workdir: Path, features=None) -> dict:
     config = experiment.RunConfig(
         **{"likelihood": FLAGS.likelihood, **ROWS[name]}, batch_size=128, learning_rate=1e-3,
         epochs=FLAGS.conv_epochs if ROWS[name]["network"] == "conv" else FLAGS.epochs,
         seed=FLAGS.seed, out=str(workdir / name),
     )
-    _, metrics = experiment.train(config, verbose=0)
+    model, metrics = experiment.train(config, verbose=0)
     keys = ("test_elbo", "test_elbo_running_sigma", "test_kl", "test_mse", "sigma", "images_per_second",
             "train_seconds", "test_perplexity", "test_kl_z1", "test_kl_z2")
-    return {"row": name, "settings": SETTINGS[name], "epochs": config.epochs,
-            **{k: metrics[k] for k in keys if k in metrics}}
+    row = {"row": name, "settings": SETTINGS[name], "epochs": config.epochs,
+           **{k: metrics[k] for k in keys if k in metrics}}
+    if features is not None:
+        row["fid_prior"] = prior_fid(model, features)
+        row["fid_feature_model"] = features.name
+    return row
 
 
 def to_markdown(rows: list[dict], epochs: int, load: str) -> str:
     lines = [
         f"# Latent families (Adam 1e-3, batch 128, {FLAGS.likelihood} likelihood, MNIST 9k/1k)",
         "",
-        f"Command: `nice -n 10 python benchmarks/latents.py --epochs={epochs} --conv_epochs={FLAGS.conv_epochs} "
+        f"Command: `python benchmarks/latents.py --epochs={epochs} --conv_epochs={FLAGS.conv_epochs} "
         f"--likelihood={FLAGS.likelihood}`; "
         f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; "
-        f"written {time.strftime('%Y-%m-%d %H:%M')}.",
-        f"Other processes were running (other helpers' tests and benchmarks): load average at the start {load}.",
+        f"written {time.strftime('%Y-%m-%d %H:%M')}; load average at the start {load}.",
+        f"FID: {FLAGS.fid_samples} prior samples (each model's own prior) against the 1,000 test images, "
+        "features of the cached MNIST classifier (`keras_vae.feature_model`), comparable within this table only.",
         "",
         "| model | settings | epochs | test -ELBO (nats/image) | -ELBO, running sigma | test KL | test MSE | sigma "
-        "| perplexity | train images/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| perplexity | FID prior samples | train images/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         perplexity = f"{r['test_perplexity']:.1f} / {NUM_CODES}" if "test_perplexity" in r else ""
+        fid = f"{r['fid_prior']:.2f}" if "fid_prior" in r else ""
         kl = f"{r['test_kl']:.1f}"
         if "test_kl_z1" in r:
             kl += f" ({r['test_kl_z1']:.1f} + {r['test_kl_z2']:.1f})"
         lines.append(
             f"| {r['row']} | {r['settings']} | {r['epochs']} | {-r['test_elbo']:.1f} | "
             f"{-r['test_elbo_running_sigma']:.1f} | {kl} | "
-            f"{r['test_mse']:.4f} | {r['sigma']:.4f} | {perplexity} | {r['images_per_second']:.0f} |"
+            f"{r['test_mse']:.4f} | {r['sigma']:.4f} | {perplexity} | {fid} | {r['images_per_second']:.0f} |"
         )
     lines += [
         "",
@@ -110,10 +130,11 @@ def main(argv):
     if unknown:
         raise SystemExit(f"Unknown rows {unknown}; expected some of {list(ROWS)}.")
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    features = feature_model.get("mnist") if FLAGS.fid_samples else None
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in FLAGS.rows:
-            rows.append(run_row(name, Path(workdir)))
+            rows.append(run_row(name, Path(workdir), features))
             print(json.dumps(rows[-1]), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     if set(FLAGS.rows) != set(ROWS) and (RESULTS / "latents.json").exists():
@@ -124,7 +145,7 @@ def main(argv):
     (RESULTS / "latents.json").write_text(json.dumps({"load_average": load, "rows": rows}, indent=2) + "\n")
     markdown = to_markdown(rows, FLAGS.epochs, load)
     if set(FLAGS.rows) != set(ROWS):
-        command = " ".join(["nice -n 10 python benchmarks/latents.py", *sys.argv[1:]])
+        command = " ".join(["python benchmarks/latents.py", *sys.argv[1:]])
         markdown += (f"\nRows {', '.join(FLAGS.rows)} were re-run alone (`{command}`, "
                      f"{time.strftime('%Y-%m-%d %H:%M')}, load average {load}); the others are from earlier runs.\n")
     (RESULTS / "latents.md").write_text(markdown)
