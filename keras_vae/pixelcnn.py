@@ -74,8 +74,8 @@ def causal_mask(kernel_size: int, in_channels: int, out_channels: int, mask_type
     return mask
 
 
-# Registered as "keras_vae.pixelcnn>MaskedConv2D": keras_vae.models.vqvae has its own (channel-blind)
-# "keras_vae>MaskedConv2D" for its prior over codes.
+# Registered as "keras_vae.pixelcnn>MaskedConv2D" (the name .keras files already use). The VLAE
+# decoder and the VQ-VAE's prior over code maps both use it.
 @keras.saving.register_keras_serializable(package="keras_vae.pixelcnn")
 class MaskedConv2D(keras.layers.Layer):
     """A 'same'-padded 2-D convolution whose kernel is multiplied by a causal mask.

@@ -99,9 +99,7 @@ def test_broadcast_conditioning_and_saving(tmp_path):
     np.testing.assert_allclose(loaded([z, x]), decoder([z, x]), atol=0)
 
 
-def test_masked_conv_is_registered_apart_from_the_vqvae_prior_layer():
-    import keras_vae.models.vqvae  # noqa: F401  (registers its own MaskedConv2D)
-
+def test_masked_conv_config_round_trip_keeps_channel_groups():
     layer = MaskedConv2D(3, 3, mask_type="A", image_channels=3)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert isinstance(restored, MaskedConv2D) and restored.image_channels == 3

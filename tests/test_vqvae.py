@@ -11,7 +11,8 @@ import tensorflow as tf
 
 import keras_vae as kv
 from keras_vae import data
-from keras_vae.models.vqvae import MaskedConv2D, build_vqvae, perplexity
+from keras_vae.models.vqvae import build_vqvae, perplexity
+from keras_vae.pixelcnn import MaskedConv2D
 from tests.conftest import assert_round_trip, assert_step_lowers_loss, make_images
 
 SHAPE = (8, 8, 1)
@@ -62,7 +63,8 @@ def test_prior_is_autoregressive_and_normalised():
     total = np.exp(np.asarray(model.prior_log_prob(maps), "float64")).sum()
     np.testing.assert_allclose(total, 1.0, rtol=1e-4)
     # Mask A: a position never sees itself or later positions.
-    layer = MaskedConv2D("A", filters=2, kernel_size=3)
+    layer = MaskedConv2D(2, 3, mask_type="A")  # the prior's first layer (keras_vae.pixelcnn)
+    assert any(isinstance(sub, MaskedConv2D) for sub in model.prior.layers)
     x = np.random.default_rng(0).normal(size=(1, 4, 4, 1)).astype("float32")
     changed = x.copy()
     changed[0, 2, 1:, 0] += 1.0  # position (2, 1) and everything after it in raster order

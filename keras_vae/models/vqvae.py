@@ -43,6 +43,7 @@ from keras_vae import likelihoods as likelihoods_lib
 from keras_vae.layers import cross_replica_sum
 from keras_vae.models.spatial import SpatialVAE, spatial_decoder, spatial_encoder
 from keras_vae.models.vae import _global_batch_means
+from keras_vae.pixelcnn import MaskedConv2D
 
 _USAGE_DECAY = 0.95
 _EPSILON = 1e-5
@@ -51,52 +52,6 @@ _EPSILON = 1e-5
 def _check_positive_int(value, name: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"Expected a positive integer. Received: {name}={value!r}")
-
-
-@keras.saving.register_keras_serializable(package="keras_vae")
-class MaskedConv2D(keras.layers.Conv2D):
-    """A PixelCNN convolution: each output pixel sees only pixels above and to its left.
-
-    Mask `"A"` also hides the centre pixel (the first layer, so a position
-    never sees its own value); mask `"B"` keeps it (later layers). Channels
-    are not masked: the input is one variable per pixel (e.g. one-hot codes).
-
-    Args:
-        mask_type: `"A"` or `"B"`.
-        filters, kernel_size, and the other `keras.layers.Conv2D` arguments
-            (`padding` is always `"same"`, strides 1).
-
-    Example:
-
-    >>> import numpy as np
-    >>> layer = MaskedConv2D("A", filters=1, kernel_size=3, use_bias=False, kernel_initializer="ones")
-    >>> x = np.zeros((1, 3, 3, 1), "float32"); x[0, 2, 2, 0] = 1.0
-    >>> float(np.asarray(layer(x))[0, 1, 1, 0])  # a pixel below-right is invisible
-    0.0
-    """
-
-    def __init__(self, mask_type: str, filters: int, kernel_size, **kwargs):
-        if mask_type not in ("A", "B"):
-            raise ValueError(f"Expected mask_type 'A' or 'B'. Received: mask_type={mask_type!r}")
-        kwargs.pop("padding", None)
-        super().__init__(filters, kernel_size, padding="same", **kwargs)
-        self.mask_type = mask_type
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        height, width = self.kernel_size
-        mask = np.ones((height, width, 1, 1), "float32")
-        mask[height // 2, width // 2 + (self.mask_type == "B") :] = 0.0
-        mask[height // 2 + 1 :] = 0.0
-        self.mask = ops.convert_to_tensor(mask)
-
-    def convolution_op(self, inputs, kernel):
-        return super().convolution_op(inputs, kernel * self.mask)
-
-    def get_config(self):
-        config = super().get_config()
-        config.pop("padding", None)
-        return {**config, "mask_type": self.mask_type}
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -357,11 +312,10 @@ class VQVAE(SpatialVAE):
 
     def build(self, input_shape):
         if not hasattr(self, "prior"):
-            layers = [MaskedConv2D("A", self.prior_filters, 5, activation="relu", name="prior_masked_a")]
-            layers += [
-                MaskedConv2D("B", self.prior_filters, 3, activation="relu", name=f"prior_masked_b{i}")
-                for i in range(1, self.prior_layers)
-            ]
+            # The PixelCNN masks of keras_vae.pixelcnn, over one "colour" (the code) per position.
+            layers = [MaskedConv2D(self.prior_filters, 5, "A", name="prior_masked_a"), keras.layers.ReLU()]
+            for i in range(1, self.prior_layers):
+                layers += [MaskedConv2D(self.prior_filters, 3, "B", name=f"prior_masked_b{i}"), keras.layers.ReLU()]
             layers.append(keras.layers.Conv2D(self.num_codes, 1, name="prior_logits"))
             self.prior = keras.Sequential(layers, name="prior")
             self.trackers.update({name: keras.metrics.Mean(name=name) for name in ("vq_loss", "perplexity")})
