@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
+from timing import call_times  # noqa: E402  (benchmarks/timing.py)
 
 import keras_vae as kv  # noqa: E402
 
@@ -36,14 +37,7 @@ FLAGS = flags.FLAGS
 
 
 def _median_ms(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * statistics.median(call_times(fn, repeats, warmup=3))
 
 
 def _forward_flops(layer) -> float:

@@ -27,7 +27,6 @@ import platform
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 from ai_edge_litert.interpreter import Interpreter
+from timing import call_times  # benchmarks/timing.py (the script's folder is on sys.path)
 
 from keras_vae import experiment, export
 
@@ -49,17 +49,6 @@ flags.DEFINE_integer("repeats", 500, "Timed batch-1 calls per runtime (Keras pre
 flags.DEFINE_list("threads", ["1", "2"], "LiteRT thread counts.")
 flags.DEFINE_integer("rounds", 5, "Interleaved timing rounds over all runtimes.")
 FLAGS = flags.FLAGS
-
-
-def _timings(fn, repeats: int, warmup: int = 20) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def _summary(times: list[float], batch: int) -> dict:
@@ -154,8 +143,8 @@ def run(workdir: Path) -> dict:
     for _ in range(FLAGS.rounds):
         for name, fn1, fn_big, _ in runtimes:
             repeats = max(1, (FLAGS.repeats // 10 if name == "Keras predict" else FLAGS.repeats) // FLAGS.rounds)
-            times[name][0].extend(_timings(fn1, repeats, warmup=min(20, repeats)))
-            times[name][1].extend(_timings(fn_big, max(1, 20 // FLAGS.rounds), warmup=2))
+            times[name][0].extend(call_times(fn1, repeats, warmup=min(20, repeats)))
+            times[name][1].extend(call_times(fn_big, max(1, 20 // FLAGS.rounds), warmup=2))
     rows = []
     for name, _, _, error in runtimes:
         rows.append({"runtime": name, "batch1": _summary(times[name][0], 1),
