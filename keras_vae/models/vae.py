@@ -33,11 +33,11 @@ def checked_pixels(x):
     x = ops.convert_to_tensor(x, "float32")
     valid = tf.reduce_all(tf.logical_and(x >= 0.0, x <= 1.0))  # False for NaN too
     finite = tf.math.is_finite(x)
-    values = tf.boolean_mask(x, finite)
     check = tf.debugging.Assert(valid, [
         "Expected pixel values in [0, 1] with no NaN or inf. This batch has non-finite pixels:",
-        tf.reduce_sum(tf.cast(tf.logical_not(finite), "int32")), "and finite values from", tf.reduce_min(values),
-        "to", tf.reduce_max(values), "(divide 8-bit images by 255; drop or fix non-finite pixels).",
+        tf.reduce_sum(tf.cast(tf.logical_not(finite), "int32")), "and finite values from",
+        tf.reduce_min(tf.where(finite, x, np.inf)), "to", tf.reduce_max(tf.where(finite, x, -np.inf)),
+        "(divide 8-bit images by 255; drop or fix non-finite pixels).",
     ])
     with tf.control_dependencies([check]):
         return tf.identity(x)
