@@ -338,14 +338,9 @@ def _vae_signatures(model: VAE, decoder: keras.Model) -> dict[str, tuple]:
     images = tf.TensorSpec((None, height, width, channels), tf.float32, name="x")
     latents = tf.TensorSpec((None, model.latent_dim), tf.float32, name="z")
     count = tf.TensorSpec((1,), tf.int32, name="num_samples")
-    bernoulli = isinstance(model.likelihood, Bernoulli)
 
     def decode(z):
-        params = decoder(_checked(z, latents), training=False)
-        mean = model.likelihood.mean(params)
-        if bernoulli:
-            return {"mean": mean, "probs": mean}
-        return {"mean": mean, "sigma": model.likelihood.stddev(params)}
+        return _decoded(model, decoder(_checked(z, latents), training=False))
 
     def encode(x):
         mean, stddev = model.posterior(model.encoder(_checked(x, images), training=False))
