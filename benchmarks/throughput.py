@@ -63,6 +63,7 @@ flags.DEFINE_integer("steps", 15, "Training steps per timed window.")
 flags.DEFINE_integer("windows", 4, "Timed windows per process.")
 flags.DEFINE_integer("warmup", 5, "Untimed steps first (tracing, pipeline fill).")
 flags.DEFINE_string("child", None, "Internal: time one variant in this process and print JSON.")
+flags.DEFINE_string("results_name", "throughput", "Stem of the files written into benchmarks/results/.")
 flags.DEFINE_integer("paired_windows", 12, "Alternating keras/subpixel windows in one process (0: skip).")
 FLAGS = flags.FLAGS
 
@@ -441,8 +442,8 @@ def main(argv):
         "skipped": skipped,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "throughput.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (RESULTS / "throughput.md").write_text(to_markdown(summary))
+    (RESULTS / f"{FLAGS.results_name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (RESULTS / f"{FLAGS.results_name}.md").write_text(to_markdown(summary))
     print(to_markdown(summary))
 
 
