@@ -138,7 +138,7 @@ class ImageLogger(keras.callbacks.Callback):
         """The current `samples` and `reconstructions` grids, each `(height, width, C)` in [0, 1]."""
         from keras_vae import plots
 
-        samples = evaluation.prior_samples(self.model, self.num_samples, seed=self.seed)  # the same z every epoch
+        samples = evaluation.prior_samples(self.model, self.num_samples, seed=self.seed)  # a VAE: the same z each epoch
         reconstructions = np.asarray(self.model.reconstruct(self.images))
         columns = min(len(self.images), 8)
         rows = []
