@@ -400,3 +400,36 @@ def test_serving_decoder_is_the_same_function_without_transposed_convolutions():
     fast = export.serving_decoder(decoder)
     assert [type(layer).__name__ for layer in fast.layers][-2:] == ["_TransposedAsConv", "Conv2DTranspose"]
     np.testing.assert_allclose(fast(z), decoder(z), atol=1e-5)
+
+
+def _session_runner_class():
+    """`benchmarks/tf_session.SessionRunner`: TF Serving's path (C API session, `TF_SessionRun`)."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "benchmarks" / "tf_session.py"
+    spec = importlib.util.spec_from_file_location("tf_session", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SessionRunner
+
+
+def test_c_api_session_runs_the_signatures_like_tf_serving(vae, exported, loaded):
+    runner_class = _session_runner_class()
+    decode = runner_class(exported, "decode", inter_op_threads=1)
+    z = _latents()
+    outputs = decode(z=z)
+    assert sorted(outputs) == ["mean", "sigma"]
+    expected = loaded.signatures["decode"](z=tf.constant(z))
+    np.testing.assert_allclose(outputs["mean"], expected["mean"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(outputs["sigma"], _running_sigma(vae), rtol=1e-5)
+    reconstruct = runner_class(exported, "reconstruct")
+    x = make_images(3, SHAPE, seed=5)
+    np.testing.assert_allclose(reconstruct(x=x)["mean"], loaded.signatures["reconstruct"](x=tf.constant(x))["mean"],
+                               atol=1e-6)
+    # No Python between the client and the graph: the in-graph shape check is what stops a bad request.
+    with pytest.raises(RuntimeError, match=r"Expected z of shape \(batch, 2\)"):
+        decode(z=np.zeros((2, 3), "float32"))
+    with pytest.raises(KeyError, match="no signature 'decoder'"):
+        runner_class(exported, "decoder")
+    with pytest.raises(FileNotFoundError, match="No saved_model.pb"):
+        runner_class(exported.parent, "decode")
