@@ -5,9 +5,14 @@ sigma-VAE paper's small net, latent 20), the optimal-sigma Gaussian ELBO
 (sigma*^2 = batch MSE, log sigma soft-clipped at -6, summed over pixels,
 mean over the batch), Adam 1e-3, batch 128, shuffled batches from a
 `torch.utils.data.DataLoader` over the embedded 9,000 MNIST training images,
-as the official PyTorch code trains (its loader also decodes PIL images per
-item, which this one skips, so this is if anything faster than the official
-script). Needs only torch and numpy, so it can run from a separate virtualenv:
+as the official PyTorch code trains. By default the loader hands out tensors
+of a `TensorDataset`, which skips the per-item work of the official script's
+`torchvision.datasets.MNIST` + `transforms.ToTensor()` loader (each item
+becomes a PIL image, then a float tensor). `--pil_loader` does that per-item
+work the way torchvision does it (needs Pillow, not torchvision, which would
+pull another torch build), for the official script's input cost. Needs only
+torch and numpy (and Pillow for `--pil_loader`), so it can run from a separate
+virtualenv:
 
     /path/to/torch-venv/bin/python benchmarks/pytorch_reference.py --steps=15 --windows=4 --warmup=5
 
@@ -32,12 +37,38 @@ MNIST = Path(__file__).resolve().parent.parent / "keras_vae" / "data" / "mnist" 
 BATCH, LATENT, TRAIN_IMAGES = 128, 20, 9000
 
 
-def load_train_images() -> torch.Tensor:
-    """The first 9,000 images of the embedded MNIST file, float32 in [0, 1], NCHW."""
+def load_train_bytes() -> np.ndarray:
+    """The first 9,000 images of the embedded MNIST file, uint8 (N, 28, 28)."""
     with gzip.open(MNIST, "rb") as handle:
         raw = np.frombuffer(handle.read(), np.uint8, offset=16)
-    images = raw.reshape(-1, 1, 28, 28)[:TRAIN_IMAGES].astype(np.float32) / 255.0
-    return torch.from_numpy(images)
+    return raw.reshape(-1, 28, 28)[:TRAIN_IMAGES]
+
+
+def load_train_images() -> torch.Tensor:
+    """The same images as float32 in [0, 1], NCHW."""
+    return torch.from_numpy(load_train_bytes()[:, None].astype(np.float32) / 255.0)
+
+
+class PILItems(torch.utils.data.Dataset):
+    """Items as `torchvision.datasets.MNIST` with `transforms.ToTensor()` makes them.
+
+    `__getitem__` turns the uint8 image into a PIL image (`Image.fromarray`,
+    mode "L"), and ToTensor turns that into a (1, 28, 28) float tensor / 255.
+    """
+
+    def __init__(self, images: np.ndarray):
+        from PIL import Image
+
+        self.images, self.labels, self._image = torch.from_numpy(images.copy()), torch.zeros(len(images)), Image
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index):
+        picture = self._image.fromarray(self.images[index].numpy(), mode="L")
+        array = torch.from_numpy(np.array(picture, np.uint8, copy=True))
+        tensor = array.view(28, 28, 1).permute(2, 0, 1).contiguous().to(torch.float32).div(255)
+        return tensor, self.labels[index]
 
 
 class ConvVAE(nn.Module):
@@ -91,17 +122,19 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--bf16", action="store_true", help="networks under torch.autocast(bfloat16)")
+    parser.add_argument("--pil_loader", action="store_true",
+                        help="per-item PIL image + ToTensor, as the official script's torchvision loader")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    dataset = torch.utils.data.TensorDataset(load_train_images())
+    dataset = PILItems(load_train_bytes()) if args.pil_loader else torch.utils.data.TensorDataset(load_train_images())
     loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, drop_last=True)
     model = ConvVAE()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     total = args.warmup + args.steps * args.windows
     stamps = []
     while len(stamps) < total:
-        for (x,) in loader:
+        for x, *_ in loader:
             optimizer.zero_grad()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
                 loss = model.loss(x)
@@ -116,7 +149,8 @@ def main() -> None:
         start = stamps[args.warmup - 1 + window * args.steps]
         end = stamps[args.warmup - 1 + (window + 1) * args.steps]
         rates.append(args.steps * BATCH / (end - start))
-    result = {"variant": "pytorch_bf16" if args.bf16 else "pytorch", "images_per_second": rates,
+    variant = "pytorch" + ("_bf16" if args.bf16 else "") + ("_pil_loader" if args.pil_loader else "")
+    result = {"variant": variant, "images_per_second": rates,
               "final_loss": loss.item(), "torch": torch.__version__, "sgemm_gflops_now": sgemm_gflops()}
     print("RESULT " + json.dumps(result), flush=True)
 
