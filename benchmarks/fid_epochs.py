@@ -90,7 +90,7 @@ def main(argv):
     x_train, x_test = data.load_arrays("mnist", "train"), data.load_arrays("mnist", "test")
     features = feature_model.get("mnist")
     result = {
-        "command": "python benchmarks/fid_epochs.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python benchmarks/fid_epochs.py", *sys.argv[1:]]),
         "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
         "feature_model": features.name,
         "rows": [],
