@@ -59,7 +59,9 @@ class PILItems(torch.utils.data.Dataset):
     def __init__(self, images: np.ndarray):
         from PIL import Image
 
-        self.images, self.labels, self._image = torch.from_numpy(images.copy()), torch.zeros(len(images)), Image
+        self.images = torch.from_numpy(images.copy())
+        self.labels = torch.zeros(len(images))
+        self._image = Image
 
     def __len__(self) -> int:
         return len(self.images)

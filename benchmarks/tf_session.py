@@ -83,6 +83,9 @@ class SessionRunner:
         KeyError: If the SavedModel has no such signature.
         RuntimeError: With TensorFlow's message, when loading or a run fails
             (for example an in-graph shape check).
+
+    Inputs are float32 (every signature of a keras_vae export but `sample`
+    and `decode_indices`); outputs come back in their signature dtypes.
     """
 
     def __init__(self, folder, signature: str, inter_op_threads: int = 0, intra_op_threads: int = 0):
@@ -112,6 +115,8 @@ class SessionRunner:
         self.input_names = list(definition.inputs)
         self.output_names = sorted(definition.outputs)
         self._dtypes = {name: tf.as_dtype(definition.inputs[name].dtype).as_numpy_dtype for name in self.input_names}
+        self._output_dtypes = [tf.as_dtype(definition.outputs[name].dtype).as_numpy_dtype
+                               for name in self.output_names]
         self._inputs = (_Output * len(self.input_names))(*(self._tensor(definition.inputs[n].name)
                                                            for n in self.input_names))
         self._outputs = (_Output * len(self.output_names))(*(self._tensor(definition.outputs[n].name)
@@ -137,10 +142,10 @@ class SessionRunner:
         ctypes.memmove(self._c["TF_TensorData"](tensor), array.ctypes.data, array.nbytes)
         return tensor
 
-    def _to_numpy(self, tensor) -> np.ndarray:
+    def _to_numpy(self, tensor, dtype) -> np.ndarray:
         shape = [self._c["TF_Dim"](tensor, i) for i in range(self._c["TF_NumDims"](tensor))]
         data = ctypes.string_at(self._c["TF_TensorData"](tensor), self._c["TF_TensorByteSize"](tensor))
-        return np.frombuffer(data, np.float32).reshape(shape)
+        return np.frombuffer(data, dtype).reshape(shape)
 
     def __call__(self, **inputs) -> dict[str, np.ndarray]:
         if sorted(inputs) != sorted(self.input_names):
@@ -153,7 +158,7 @@ class SessionRunner:
             self._c["TF_DeleteTensor"](tensor)
         self._check()
         results = {}
-        for name, tensor in zip(self.output_names, fetched):
-            results[name] = self._to_numpy(tensor)
+        for name, tensor, dtype in zip(self.output_names, fetched, self._output_dtypes):
+            results[name] = self._to_numpy(tensor, dtype)
             self._c["TF_DeleteTensor"](tensor)
         return results
