@@ -39,7 +39,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from keras_vae.data import validate_images
-from keras_vae.likelihoods import Gaussian
+from keras_vae.likelihoods import Bernoulli, Gaussian
 from keras_vae.posteriors import kl_per_dimension
 
 tfd = tfp.distributions
@@ -637,7 +637,7 @@ def report(
                if continuous else "")
             + ("A Bernoulli decoder on grey-level pixels is a cross-entropy, not a normalised likelihood of the "
                "images: its ELBO, IWAE and bits_per_dim compare only with other Bernoulli models."
-               if type(likelihood).__name__ == "Bernoulli" else "")
+               if isinstance(likelihood, Bernoulli) else "")
         ),
         "elbo": elbo(model, x, batch_size=batch_size, seed=seed, progress=progress),
     }
