@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ class _Output(ctypes.Structure):
     _fields_ = [("oper", _P), ("index", ctypes.c_int)]
 
 
+@functools.cache
 def _libraries():
     root = Path(tf.__file__).parent
     framework = ctypes.CDLL(str(root / "libtensorflow_framework.so.2"), mode=ctypes.RTLD_GLOBAL)
@@ -81,6 +83,7 @@ class SessionRunner:
     Raises:
         FileNotFoundError: If `folder` has no `saved_model.pb`.
         KeyError: If the SavedModel has no such signature.
+        TypeError: If the signature has an input that is not float32.
         RuntimeError: With TensorFlow's message, when loading or a run fails
             (for example an in-graph shape check).
 
@@ -96,6 +99,10 @@ class SessionRunner:
         signatures = definitions.meta_graphs[0].signature_def
         if signature not in signatures:
             raise KeyError(f"SavedModel {folder} has no signature {signature!r}; it has {sorted(signatures)}")
+        definition = signatures[signature]
+        not_float = {n: tf.as_dtype(t.dtype).name for n, t in definition.inputs.items() if t.dtype != tf.float32}
+        if not_float:
+            raise TypeError(f"SessionRunner feeds float32 inputs only; {signature!r} takes {not_float}")
         self._c = _libraries()
         self._status = self._c["TF_NewStatus"]()
         options = self._c["TF_NewSessionOptions"]()
@@ -111,10 +118,8 @@ class SessionRunner:
         )
         self._c["TF_DeleteSessionOptions"](options)
         self._check()
-        definition = signatures[signature]
         self.input_names = list(definition.inputs)
         self.output_names = sorted(definition.outputs)
-        self._dtypes = {name: tf.as_dtype(definition.inputs[name].dtype).as_numpy_dtype for name in self.input_names}
         self._output_dtypes = [tf.as_dtype(definition.outputs[name].dtype).as_numpy_dtype
                                for name in self.output_names]
         self._inputs = (_Output * len(self.input_names))(*(self._tensor(definition.inputs[n].name)
@@ -133,10 +138,8 @@ class SessionRunner:
             raise KeyError(f"No operation {operation!r} in the SavedModel graph")
         return _Output(handle, int(index))
 
-    def _new_tensor(self, name: str, value) -> int:
-        array = np.ascontiguousarray(value, dtype=self._dtypes[name])
-        if array.dtype != np.float32:
-            raise TypeError(f"SessionRunner feeds float32 inputs only; {name} is {array.dtype}")
+    def _new_tensor(self, value) -> int:
+        array = np.ascontiguousarray(value, dtype=np.float32)
         dims = (ctypes.c_int64 * array.ndim)(*array.shape)
         tensor = self._c["TF_AllocateTensor"](_TF_FLOAT, dims, array.ndim, array.nbytes)
         ctypes.memmove(self._c["TF_TensorData"](tensor), array.ctypes.data, array.nbytes)
@@ -150,7 +153,7 @@ class SessionRunner:
     def __call__(self, **inputs) -> dict[str, np.ndarray]:
         if sorted(inputs) != sorted(self.input_names):
             raise ValueError(f"Expected inputs {self.input_names}. Received: {sorted(inputs)}")
-        feeds = (_P * len(self.input_names))(*(self._new_tensor(n, inputs[n]) for n in self.input_names))
+        feeds = (_P * len(self.input_names))(*(self._new_tensor(inputs[n]) for n in self.input_names))
         fetched = (_P * len(self.output_names))()
         self._c["TF_SessionRun"](self._session, None, self._inputs, feeds, len(feeds), self._outputs, fetched,
                                  len(fetched), None, 0, None, self._status)

@@ -431,5 +431,7 @@ def test_c_api_session_runs_the_signatures_like_tf_serving(vae, exported, loaded
         decode(z=np.zeros((2, 3), "float32"))
     with pytest.raises(KeyError, match="no signature 'decoder'"):
         runner_class(exported, "decoder")
+    with pytest.raises(TypeError, match="float32 inputs only; 'sample' takes {'num_samples': 'int32'}"):
+        runner_class(exported, "sample")
     with pytest.raises(FileNotFoundError, match="No saved_model.pb"):
         runner_class(exported.parent, "decode")
