@@ -13,8 +13,9 @@ import os as _os
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from keras_vae import distribute  # noqa: E402
-from keras_vae import annealing, data, layers, likelihoods, networks, objectives, posteriors  # noqa: E402
+from keras_vae import annealing, conv_transpose, data, layers, likelihoods, networks, objectives, posteriors  # noqa: E402
 from keras_vae.layers import OptimalSigma, SoftClip  # noqa: E402
+from keras_vae.conv_transpose import NarrowConv2DTranspose  # noqa: E402
 from keras_vae.likelihoods import Bernoulli, Gaussian  # noqa: E402
 from keras_vae.models import VAE, build_vae  # noqa: E402
 from keras_vae.models import VQVAE, ConditionalVAE, GumbelSoftmaxVAE, HierarchicalVAE, SpatialVAE  # noqa: E402
@@ -34,6 +35,7 @@ __all__ = [
     "ConditionalVAE",
     "GumbelSoftmaxVAE",
     "HierarchicalVAE",
+    "NarrowConv2DTranspose",
     "SpatialVAE",
     "Bernoulli",
     "Categorical256",
@@ -46,6 +48,7 @@ __all__ = [
     "build_vae",
     "build_vlae",
     "callbacks",
+    "conv_transpose",
     "data",
     "discrete_likelihoods",
     "distribute",
