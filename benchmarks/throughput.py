@@ -58,8 +58,8 @@ VARIANTS = {
 }
 TARGET_VS_PYTORCH = 1.3  # issue 7: at least 1.3x the PyTorch reference, same machine, same run
 
-flags.DEFINE_list("variants", ["keras", "xla", "subpixel", "onednn_off", "plain_port", "bf16", "pytorch",
-                               "pytorch_bf16"],
+flags.DEFINE_list("variants", ["keras", "xla", "subpixel", "stock_last_layer", "onednn_off", "plain_port", "bf16",
+                               "pytorch", "pytorch_bf16"],
                   "Settings to time.")
 flags.DEFINE_string("torch_python", sys.executable,
                     "A Python with torch installed, for the pytorch variant (skipped if it has none).")
