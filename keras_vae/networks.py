@@ -6,7 +6,9 @@ latent vector to raw likelihood parameters `(H, W, C * params_per_channel)`;
 the likelihood layer turns those into p(x|z). Decoders upsample to a multiple
 of their stride and crop to the exact image size, so odd sizes work.
 
-- `conv`: exactly the small network of the sigma-VAE paper's reference code.
+- `conv`: exactly the small network of the sigma-VAE paper's reference code
+  (its last layer a `NarrowConv2DTranspose`: the same transposed convolution,
+  computed faster).
 - `mlp`: two dense layers each way.
 - `resnet`: residual blocks at each resolution (BS-VAE style).
 """
