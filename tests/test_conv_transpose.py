@@ -33,12 +33,13 @@ def outputs_and_gradients(layer, x):
 
 
 @pytest.mark.parametrize(
-    "kernel_size, activation, use_bias", [(5, None, True), ((3, 5), "relu", True), (1, None, False), (7, "tanh", True)]
+    "filters, kernel_size, activation, use_bias",
+    [(1, 5, None, True), (1, (3, 5), "relu", True), (1, 1, None, False), (2, 7, "tanh", True), (3, (5, 3), None, True)],
 )
-def test_matches_conv2d_transpose_outputs_and_gradients(kernel_size, activation, use_bias):
+def test_matches_conv2d_transpose_outputs_and_gradients(filters, kernel_size, activation, use_bias):
     x = np.random.default_rng(1).normal(size=(3, 11, 9, 6)).astype("float32")
     narrow, stock = twin_layers(
-        x.shape, filters=1, kernel_size=kernel_size, padding="same", activation=activation, use_bias=use_bias
+        x.shape, filters=filters, kernel_size=kernel_size, padding="same", activation=activation, use_bias=use_bias
     )
     assert narrow.uses_depthwise_path
     got, want = outputs_and_gradients(narrow, x), outputs_and_gradients(stock, x)
@@ -48,18 +49,19 @@ def test_matches_conv2d_transpose_outputs_and_gradients(kernel_size, activation,
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(b))))
 
 
-def test_the_depthwise_path_runs_instead_of_the_transposed_convolution():
-    narrow = NarrowConv2DTranspose(1, 5, padding="same")
+@pytest.mark.parametrize("filters", [1, 3])
+def test_the_depthwise_path_runs_instead_of_the_transposed_convolution(filters):
+    narrow = NarrowConv2DTranspose(filters, 5, padding="same")
     graph = tf.function(narrow).get_concrete_function(tf.TensorSpec((2, 8, 8, 4))).graph
-    op_types = {op.type for op in graph.get_operations()}
-    assert "DepthwiseConv2dNative" in op_types
+    op_types = [op.type for op in graph.get_operations()]
+    assert op_types.count("DepthwiseConv2dNative") == filters
     assert "Conv2DBackpropInput" not in op_types
 
 
 @pytest.mark.parametrize(
     "kwargs",
     [
-        dict(filters=2, kernel_size=5, padding="same"),
+        dict(filters=4, kernel_size=5, padding="same"),
         dict(filters=1, kernel_size=4, padding="same"),
         dict(filters=1, kernel_size=6, strides=2, padding="same"),
         dict(filters=1, kernel_size=5, padding="valid"),
