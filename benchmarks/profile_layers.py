@@ -5,8 +5,11 @@ Times every layer with weights of `keras_vae.networks.conv_encoder` /
 `tf.function` per layer: the forward pass, and the forward plus backward
 pass (gradients for the weights and, except for the first layer, the
 input, as in training). Compares the sum with the whole `VAE.train_step`
-and states each layer's FLOP rate. Writes `benchmarks/results/profile_layers.md`
-and `.json`; run it on a quiet machine, it takes about a minute.
+and states each layer's FLOP rate. A second table times the decoder's last
+layer, `kv.NarrowConv2DTranspose`, against a stock `Conv2DTranspose` with the
+same weights for 1 to 6 filters (the evidence for its `MAX_DEPTHWISE_FILTERS`).
+Writes `benchmarks/results/profile_layers.md` and `.json`; run it on a quiet
+machine, it takes about two minutes.
 
     python benchmarks/profile_layers.py [--repeats=20]
 """
@@ -79,6 +82,25 @@ def _time_layer(layer, input_gradient: bool) -> dict:
             "train_ms": _median_ms(run(forward_backward), FLAGS.repeats)}
 
 
+def _narrow_vs_stock(filters_list=(1, 2, 3, 4, 6)) -> list[dict]:
+    """Train ms of the last decoder layer (28x28x32 -> 28x28xF, k5, s1) in both forms, same weights."""
+    rows = []
+    for filters in filters_list:
+        keras.utils.set_random_seed(filters)
+        narrow = kv.NarrowConv2DTranspose(filters, 5, padding="same")
+        stock = keras.layers.Conv2DTranspose(filters, 5, padding="same")
+        inputs = keras.Input((28, 28, 32))
+        keras.Model(inputs, [narrow(inputs), stock(inputs)])  # gives both layers .input / .output
+        stock.set_weights(narrow.get_weights())
+        row = {"filters": filters, "depthwise_path": narrow.uses_depthwise_path}
+        for name, layer in (("narrow", narrow), ("stock", stock)):
+            timing = _time_layer(layer, input_gradient=True)
+            row[f"{name}_forward_ms"], row[f"{name}_train_ms"] = timing["forward_ms"], timing["train_ms"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def _train_step_ms(model) -> float:
     x = kv.data.load_arrays("mnist", "train")[:BATCH]
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -102,7 +124,7 @@ def main(argv):
                      "train_gflops": 3 * flops * BATCH / (timing["train_ms"] / 1e3) / 1e9})
         print(json.dumps(rows[-1]), flush=True)
     step_ms = _train_step_ms(model)
-    result = {"rows": rows, "train_step_ms": step_ms, "batch": BATCH,
+    result = {"rows": rows, "train_step_ms": step_ms, "batch": BATCH, "narrow_vs_stock": _narrow_vs_stock(),
               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, TF {tf.__version__}",
               "load_before": ", ".join(f"{v:.2f}" for v in os.getloadavg()),
               "written": time.strftime("%Y-%m-%d %H:%M")}
@@ -139,6 +161,23 @@ def to_markdown(result: dict) -> str:
         "and copies its gradients back to numpy, so the sum overstates the step: read the shares and the GFLOP/s. "
         "The train GFLOP/s count 3 x the forward FLOPs (forward, input and weight gradients).",
     ]
+    narrow = result.get("narrow_vs_stock")
+    if narrow:
+        lines += [
+            "",
+            "The decoder's last layer, (28, 28, 32) -> (28, 28, F), kernel 5, stride 1, in both forms with the same "
+            "weights: `NarrowConv2DTranspose` (depthwise form up to `MAX_DEPTHWISE_FILTERS` = "
+            f"{kv.conv_transpose.MAX_DEPTHWISE_FILTERS} filters, stock beyond) and a stock `Conv2DTranspose`.",
+            "",
+            "| filters | depthwise form | narrow forward ms | stock forward ms | narrow train ms | stock train ms | "
+            "train speed-up |",
+            "|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in narrow:
+            form = "yes" if r["depthwise_path"] else "no"
+            cells = [r["narrow_forward_ms"], r["stock_forward_ms"], r["narrow_train_ms"], r["stock_train_ms"]]
+            lines.append(f"| {r['filters']} | {form} | " + " | ".join(f"{c:.2f}" for c in cells)
+                         + f" | {r['stock_train_ms'] / r['narrow_train_ms']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
