@@ -8,8 +8,8 @@ other layers on CPU: it was 10% of a float32 training step while holding
 "same" padding, each filter of the same linear map is a depthwise convolution
 with the flipped kernel, summed over channels, and its gradients are the two
 convolutions TensorFlow would run anyway; computed that way the layer trains
-about 3x faster with one or two filters (a per-pixel sigma), 1.35x with three
-(RGB). Weights, config and outputs are those of `Conv2DTranspose`.
+2.3-2.9x faster with one or two filters (two: a per-pixel sigma), 1.5x with
+three (RGB). Weights, config and outputs are those of `Conv2DTranspose`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-# Up to this many filters the depthwise form trains faster (measured on the conv
-# decoder's 28x28x32 input, batch 128: 1 filter 4.0 vs 14.8 ms, 2: 7.1 vs 21.6,
-# 3: 11.8 vs 16.0, 6: 31 vs 30); one depthwise convolution runs per filter.
+# Up to this many filters the depthwise form (one depthwise convolution per
+# filter) trains faster: on the conv decoder's 28x28x32 input at batch 128,
+# 2.9x with 1 filter, 2.3x with 2, 1.5x with 3, no gain at 6
+# (`benchmarks/profile_layers.py`).
 MAX_DEPTHWISE_FILTERS = 3
 
 
