@@ -96,3 +96,20 @@ def test_trains_under_jit_compile():
     first = model.evaluate(x, y, verbose=0)
     model.fit(x, y, epochs=20, verbose=0)
     assert model.evaluate(x, y, verbose=0) < 0.1 * first
+
+
+def test_second_order_gradients_match_conv2d_transpose():
+    """A gradient penalty (the gradient of an input-gradient norm) goes through the custom gradient."""
+    x = tf.constant(np.random.default_rng(5).normal(size=(2, 6, 6, 3)).astype("float32"))
+    narrow, stock = twin_layers(x.shape, filters=2, kernel_size=3, padding="same")
+
+    def penalty_and_gradients(layer):
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = tf.reduce_sum(tf.sin(layer(x)))
+            penalty = tf.reduce_sum(tf.square(inner.gradient(y, x)))
+        return [penalty, *outer.gradient(penalty, layer.trainable_weights)]
+
+    for a, b in zip(penalty_and_gradients(narrow), penalty_and_gradients(stock)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(b))))
