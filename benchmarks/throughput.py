@@ -317,7 +317,8 @@ def run_paired() -> dict:
     pipeline_rate = images / (time.perf_counter() - start)
     plain_ratios = [b / a for a, b in zip(rates["keras"], rates["plain_port"])]
     stock_ratios = [b / a for a, b in zip(rates["keras"], rates["stock_last_layer"])]
-    return {"rates": rates, "ratios": ratios, "plain_ratios": plain_ratios, "stock_ratios": stock_ratios,
+    return {"steps": len(batches), "rates": rates, "ratios": ratios, "plain_ratios": plain_ratios,
+            "stock_ratios": stock_ratios,
             "decoder_max_abs_difference": difference, "stock_decoder_max_abs_difference": stock_difference,
             "pipeline_images_per_second": pipeline_rate}
 
@@ -353,7 +354,8 @@ def to_markdown(summary: dict) -> str:
         ratios = paired["ratios"]
         lines += [
             "",
-            "Paired comparison in one process (same load), alternating windows of 5 `train_on_batch` steps, "
+            f"Paired comparison in one process (same load), alternating windows of {paired['steps']} `train_on_batch` "
+            "steps, "
             f"{len(ratios)} windows each: subpixel/keras images/s ratio median {statistics.median(ratios):.3f} "
             f"(min {min(ratios):.2f}, max {max(ratios):.2f}); keras median "
             f"{statistics.median(paired['rates']['keras']):.0f}, subpixel median "
