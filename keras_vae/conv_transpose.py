@@ -29,14 +29,16 @@ MAX_DEPTHWISE_FILTERS = 3
 def _depthwise_conv_transpose(inputs, kernel):
     """Stride-1 "same" transposed convolution with `kernel` `(kh, kw, filters, in)`, filter by filter."""
     flipped = tf.transpose(tf.reverse(kernel, axis=[0, 1]), [0, 1, 3, 2])  # (kh, kw, in, filters)
-    outputs = [
-        tf.reduce_sum(
-            tf.nn.depthwise_conv2d(inputs, flipped[..., f : f + 1], strides=[1, 1, 1, 1], padding="SAME"),
-            axis=-1, keepdims=True,
-        )
-        for f in range(kernel.shape[2])
-    ]
-    outputs = outputs[0] if len(outputs) == 1 else tf.concat(outputs, axis=-1)
+    outputs = tf.concat(
+        [
+            tf.reduce_sum(
+                tf.nn.depthwise_conv2d(inputs, flipped[..., f : f + 1], strides=[1, 1, 1, 1], padding="SAME"),
+                axis=-1, keepdims=True,
+            )
+            for f in range(kernel.shape[2])
+        ],
+        axis=-1,
+    )
 
     def gradient(upstream):
         # The gradients TensorFlow registers for Conv2DBackpropInput.
