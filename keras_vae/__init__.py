@@ -24,7 +24,8 @@ from keras_vae import discrete_likelihoods, pixelcnn  # noqa: E402
 from keras_vae.discrete_likelihoods import Categorical256, DiscretizedLogisticMixture  # noqa: E402
 from keras_vae.models import VLAE, build_vlae  # noqa: E402
 from keras_vae import export  # noqa: E402  (after models: it imports them)
-from keras_vae import callbacks, evaluation, feature_model  # noqa: E402
+from keras_vae import evaluation, feature_model, latent_centering  # noqa: E402
+from keras_vae import callbacks  # noqa: E402  (after latent_centering: it imports it)
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,7 @@ __all__ = [
     "evaluation",
     "export",
     "feature_model",
+    "latent_centering",
     "layers",
     "likelihoods",
     "networks",

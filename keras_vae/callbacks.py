@@ -1,4 +1,4 @@
-"""Keras callbacks that watch a VAE while it trains: posterior collapse and images in TensorBoard.
+"""Keras callbacks for training a VAE: posterior collapse, images in TensorBoard, latent centring.
 
 Example:
 
@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import evaluation
+from keras_vae import evaluation, latent_centering
 
 
 class PosteriorCollapseWarning(UserWarning):
@@ -160,3 +160,60 @@ class ImageLogger(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class LatentCentering(keras.callbacks.Callback):
+    """Centres the latent space on the prior at the end of training (or of every epoch).
+
+    Calls `keras_vae.latent_centering.center_latents(model, data)`: an exact
+    shift of z that makes the posterior means average to 0 over `data`, raises
+    the ELBO by `|m|**2 / 2` nats and leaves reconstructions unchanged, so that
+    draws z ~ N(0, I) land on the codes of real images. The model is checked
+    when training begins, so an unsupported model fails before any epoch runs.
+
+    Args:
+        data: Images `(N, H, W, C)` to centre on, usually the training set.
+        every_epoch: Centre after every epoch (and log `latent_shift_nats`,
+            the ELBO gain `|m|**2 / 2`) instead of only when training ends.
+            Defaults to False.
+        batch_size: Images per encoder call. Defaults to 500.
+
+    Attributes:
+        shifts: The shift m of each centring, `(latent_dim,)` arrays.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_vae as kv
+    >>> x = np.random.default_rng(0).uniform(size=(32, 8, 8, 1)).astype("float32")
+    >>> vae = kv.build_vae((8, 8, 1), network="mlp", latent_dim=2)
+    >>> vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    >>> centring = LatentCentering(x)
+    >>> _ = vae.fit(x, batch_size=16, epochs=1, verbose=0, callbacks=[centring])
+    >>> len(centring.shifts)
+    1
+    """
+
+    def __init__(self, data, every_epoch: bool = False, batch_size: int = 500):
+        super().__init__()
+        self.data = evaluation.as_array(data)
+        self.every_epoch = bool(every_epoch)
+        self.batch_size = batch_size
+        self.shifts: list[np.ndarray] = []
+
+    def _center(self) -> float:
+        shift = latent_centering.center_latents(self.model, self.data, self.batch_size)
+        self.shifts.append(shift)
+        return float(shift @ shift / 2)
+
+    def on_train_begin(self, logs=None):
+        latent_centering.check_supported(self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.every_epoch:
+            gain = self._center()
+            if logs is not None:
+                logs["latent_shift_nats"] = gain
+
+    def on_train_end(self, logs=None):
+        if not self.every_epoch:
+            self._center()
