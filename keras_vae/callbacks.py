@@ -6,10 +6,12 @@ Example:
 >>> x = np.random.default_rng(0).uniform(size=(32, 8, 8, 1)).astype("float32")
 >>> vae = kv.build_vae((8, 8, 1), network="mlp", latent_dim=4)
 >>> vae.compile(optimizer=keras.optimizers.Adam(1e-3))
->>> monitor = CollapseMonitor(x)
->>> history = vae.fit(x, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
+>>> monitor, centring = CollapseMonitor(x), LatentCentering(x)
+>>> history = vae.fit(x, batch_size=16, epochs=1, verbose=0, callbacks=[monitor, centring])
 >>> sorted(k for k in history.history if k.startswith("posterior_"))
 ['posterior_active_units', 'posterior_collapsed_fraction', 'posterior_marginal_kl', 'posterior_mutual_information']
+>>> len(centring.shifts)  # centred once, when training ended
+1
 """
 
 from __future__ import annotations
@@ -181,16 +183,7 @@ class LatentCentering(keras.callbacks.Callback):
     Attributes:
         shifts: The shift m of each centring, `(latent_dim,)` arrays.
 
-    Example:
-
-    >>> import keras, numpy as np, keras_vae as kv
-    >>> x = np.random.default_rng(0).uniform(size=(32, 8, 8, 1)).astype("float32")
-    >>> vae = kv.build_vae((8, 8, 1), network="mlp", latent_dim=2)
-    >>> vae.compile(optimizer=keras.optimizers.Adam(1e-3))
-    >>> centring = LatentCentering(x)
-    >>> _ = vae.fit(x, batch_size=16, epochs=1, verbose=0, callbacks=[centring])
-    >>> len(centring.shifts)
-    1
+    Example: see the module docstring (used beside `CollapseMonitor`).
     """
 
     def __init__(self, data, every_epoch: bool = False, batch_size: int = 500):

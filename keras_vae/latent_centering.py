@@ -16,11 +16,12 @@ reconstruction is unchanged.
 
 Why it matters: with a calibrated decoder the effective KL weight is tiny
 (beta = 2 sigma**2, about 0.015 at sigma = 0.085), so the gradient that would pull
-the aggregate posterior's mean to 0 is tiny too, and after training it sits
-0.5-1.8 prior standard deviations away in some dimensions. That costs under two nats of
-ELBO but moves many draws z ~ N(0, I) off the codes of real images: on MNIST
-(conv net, 10 epochs) centring took the FID of prior samples of an
-optimal-sigma VAE from 231 to 87 (`benchmarks/paper_table.py` has the table).
+the aggregate posterior's mean to 0 is tiny too, and after training it sits up
+to one prior standard deviation away in some dimensions. That costs 0.5-1.5 nats
+of ELBO but moves many draws z ~ N(0, I) off the codes of real images: on the
+embedded MNIST (conv net, 10 epochs) centring took the FID of prior samples of
+an optimal-sigma VAE from 261 to 86, and of a learned-sigma VAE from 144 to 76
+(`benchmarks/results/paper_table.md`).
 
 Example:
 
