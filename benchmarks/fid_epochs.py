@@ -12,11 +12,16 @@ scores prior samples with the cached MNIST classifier's features
 - FID of 9,000 prior samples against the 9,000 train images (less biased).
 
 It also records the test ELBO (nats per image), the FID of reconstructions,
-the KL, the marginal KL(m(z) || p(z)) and the active units.
+the KL, the marginal KL(m(z) || p(z)) and the active units. With `--centred`
+it also scores a centred copy of each checkpoint (`keras_vae.latent_centering`,
+centred on the train images): both prior-sample FIDs and the ELBO gain
+|m|^2 / 2; training then goes on from the uncentred weights, so the
+trajectory is the same as without the flag.
 
-    python benchmarks/fid_epochs.py [--rows=learned,sigma1,optimal] [--checkpoints=10,20,30]
+    python benchmarks/fid_epochs.py [--rows=learned,sigma1,optimal] [--checkpoints=10,20,30] [--centred]
+        [--results_name=fid_epochs]
 
-Writes `benchmarks/results/fid_epochs.json` and `.md` after every checkpoint.
+Writes `benchmarks/results/RESULTS_NAME.json` and `.md` after every checkpoint.
 """
 
 from __future__ import annotations
@@ -31,27 +36,47 @@ import keras
 from absl import app, flags
 
 import keras_vae as kv
-from keras_vae import data, evaluation, feature_model
+from keras_vae import data, evaluation, feature_model, latent_centering
 
 ROWS = {
     "sigma1": dict(likelihood="gaussian", sigma=1.0),
     "learned": dict(likelihood="learned"),
     "optimal": dict(likelihood="optimal"),
+    "beta0.1": dict(likelihood="gaussian", sigma=1.0, beta=0.1),  # the sweep's best prior-sample FID at 10 epochs
 }
 RESULTS = Path(__file__).parent / "results"
 SAMPLE_SEEDS = (0, 1, 2)
 
 flags.DEFINE_list("rows", ["learned", "sigma1", "optimal"], f"Rows to train, of {list(ROWS)}.")
 flags.DEFINE_list("checkpoints", ["10", "20", "30"], "Epochs at which to evaluate (increasing).")
+flags.DEFINE_bool("centred", False, "Also score a centred copy of each checkpoint (keras_vae.latent_centering).")
+flags.DEFINE_string("results_name", "fid_epochs", "Base name of the .json/.md files in benchmarks/results.")
 FLAGS = flags.FLAGS
+
+
+def prior_fids(vae, x_train, x_test, features) -> dict:
+    return {
+        "fid_1k": [evaluation.fid(x_test, evaluation.prior_samples(vae, len(x_test), seed=s), features)
+                   for s in SAMPLE_SEEDS],
+        "fid_9k_train": evaluation.fid(x_train, evaluation.prior_samples(vae, len(x_train), seed=0), features),
+    }
+
+
+def centred_scores(vae, x_train, x_test, features) -> dict:
+    """Prior FIDs and ELBO of the checkpoint centred on the train images; the weights are put back after."""
+    weights = vae.get_weights()
+    shift = latent_centering.center_latents(vae, x_train)
+    fids = prior_fids(vae, x_train, x_test, features)
+    scores = {"centring_gain": float(shift @ shift / 2), "test_elbo_centred": evaluation.elbo(vae, x_test, seed=0),
+              **{f"{k}_centred": v for k, v in fids.items()}}
+    vae.set_weights(weights)
+    return scores
 
 
 def evaluate(vae, x_train, x_test, features) -> dict:
     stats = evaluation.posterior_statistics(vae, x_test, seed=0)
     return {
-        "fid_1k": [evaluation.fid(x_test, evaluation.prior_samples(vae, len(x_test), seed=s), features)
-                   for s in SAMPLE_SEEDS],
-        "fid_9k_train": evaluation.fid(x_train, evaluation.prior_samples(vae, len(x_train), seed=0), features),
+        **prior_fids(vae, x_train, x_test, features),
         "fid_reconstruction": evaluation.fid(x_test, evaluation.reconstructions(vae, x_test), features),
         "test_elbo": evaluation.elbo(vae, x_test, seed=0),
         **{k: stats[k] for k in ("kl", "marginal_kl", "active_units")},
@@ -67,15 +92,32 @@ def to_markdown(result: dict) -> str:
         f"sample seeds {', '.join(map(str, SAMPLE_SEEDS))}; FID 9k: 9,000 prior samples vs the 9,000 train images. "
         "ELBO in nats per image (higher is better; optimal sigma scored with its running sigma).",
         "",
-        "| decoder | epochs | test ELBO | FID 1k (3 seeds) | FID 9k | FID recon | KL | marginal KL | active units |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
+    centred = all("centring_gain" in row for row in result["rows"])
+    if centred:
+        lines += [
+            "Centred: the same checkpoint shifted so its posterior means average to 0 on the train images "
+            "(`keras_vae.latent_centering`, exact: the ELBO rises by the gain |m|^2/2 on the train images, "
+            "reconstructions are unchanged); training went on from the uncentred weights.",
+            "",
+        ]
+    header = ("| decoder | epochs | test ELBO | FID 1k (3 seeds) | FID 9k | FID recon | KL | marginal KL "
+              "| active units |")
+    if centred:
+        header += " FID 1k centred (3 seeds) | FID 9k centred | test ELBO centred | centring gain |"
+    lines += [header, "|---|---:|---:|---|---:|---:|---:|---:|---:|" + ("---|---:|---:|---:|" if centred else "")]
     for row in result["rows"]:
-        lines.append(
+        line = (
             f"| {row['row']} | {row['epoch']} | {row['test_elbo']:+.1f} | "
             f"{', '.join(f'{v:.1f}' for v in row['fid_1k'])} | {row['fid_9k_train']:.1f} | "
             f"{row['fid_reconstruction']:.2f} | {row['kl']:.1f} | {row['marginal_kl']:.1f} | {row['active_units']} |"
         )
+        if centred:
+            line += (
+                f" {', '.join(f'{v:.1f}' for v in row['fid_1k_centred'])} | {row['fid_9k_train_centred']:.1f} | "
+                f"{row['test_elbo_centred']:+.1f} | {row['centring_gain']:.2f} |"
+            )
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -105,11 +147,14 @@ def main(argv):
         for epochs in checkpoints:
             vae.fit(dataset, epochs=epochs, initial_epoch=done, verbose=0)
             done = epochs
-            result["rows"].append({"row": name, "epoch": epochs, **evaluate(vae, x_train, x_test, features)})
+            row = {"row": name, "epoch": epochs, **evaluate(vae, x_train, x_test, features)}
+            if FLAGS.centred:
+                row.update(centred_scores(vae, x_train, x_test, features))
+            result["rows"].append(row)
             print(json.dumps(result["rows"][-1]), flush=True)
             result["written"] = time.strftime("%Y-%m-%d %H:%M")
-            (RESULTS / "fid_epochs.json").write_text(json.dumps(result, indent=2) + "\n")
-            (RESULTS / "fid_epochs.md").write_text(to_markdown(result))
+            (RESULTS / f"{FLAGS.results_name}.json").write_text(json.dumps(result, indent=2) + "\n")
+            (RESULTS / f"{FLAGS.results_name}.md").write_text(to_markdown(result))
     print(to_markdown(result))
 
 

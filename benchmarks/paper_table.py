@@ -5,7 +5,9 @@ trained on the 9,000 embedded MNIST train images and evaluated on the 1,000
 test images. Columns: test -ELBO, -IWAE (K=100), FID of 1,000 prior samples
 and of the 1,000 reconstructions against the 1,000 test images (features of
 the small cached MNIST classifier, `keras_vae.feature_model`), active units,
-mutual information I(x;z) and marginal KL(m(z)||p(z)).
+mutual information I(x;z) and marginal KL(m(z)||p(z)). Each model is scored
+after centring its latent space on the train images (`keras_vae.latent_centering`,
+as `train` does by default); the prior-sample FID is also given as trained.
 
     python benchmarks/paper_table.py [--epochs=10] [--rows=optimal,learned] [--iwae_samples=100]
 
