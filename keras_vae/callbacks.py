@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import evaluation, latent_centering
+from keras_vae.data import validate_images
 
 
 class PosteriorCollapseWarning(UserWarning):
@@ -188,6 +189,7 @@ class LatentCentering(keras.callbacks.Callback):
 
     def __init__(self, data, every_epoch: bool = False, batch_size: int = 500):
         super().__init__()
+        evaluation._check_positive("batch_size", batch_size)
         self.data = evaluation.as_array(data)
         self.every_epoch = bool(every_epoch)
         self.batch_size = batch_size
@@ -200,6 +202,7 @@ class LatentCentering(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         latent_centering.check_supported(self.model)
+        validate_images(self.data, self.model.image_shape)  # a wrong shape fails now, not after fit
 
     def on_epoch_end(self, epoch, logs=None):
         if self.every_epoch:

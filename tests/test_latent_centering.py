@@ -165,3 +165,15 @@ def test_train_centres_the_saved_model_unless_told_not_to(tmp_path, center):
     else:
         assert saved["latent_shift_nats"] is None
         assert np.abs(mean).max() > 1e-3  # trained codes are not centred by themselves
+
+
+def test_callback_refuses_images_of_the_wrong_shape_and_a_bad_batch_size_before_training():
+    vae = offset_vae()
+    weights = [w.copy() for w in vae.get_weights()]
+    with pytest.raises(ValueError, match="shape"):
+        vae.fit(make_images(16), batch_size=8, epochs=1, verbose=0,
+                callbacks=[kv.callbacks.LatentCentering(make_images(16, (6, 6, 1)))])
+    for a, b in zip(weights, vae.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="batch_size"):
+        kv.callbacks.LatentCentering(make_images(16), batch_size=0)
