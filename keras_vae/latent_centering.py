@@ -38,13 +38,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from keras_vae import evaluation, models
+from keras_vae import evaluation
 from keras_vae.models.vae import VAE
 from keras_vae.posteriors import DiagonalGaussian
-
-# VAE subclasses whose latent is not one diagonal Gaussian vector decoded by the decoder alone.
-_OTHER_FAMILIES = (models.ConditionalVAE, models.GumbelSoftmaxVAE, models.HierarchicalVAE, models.SpatialVAE,
-                   models.VLAE)
 
 
 def _first_dense(decoder: keras.Model) -> keras.layers.Dense:
@@ -74,7 +70,7 @@ def check_supported(model) -> keras.layers.Dense:
         TypeError: If `model` is not a plain `VAE` with a `DiagonalGaussian` head.
         ValueError: If z does not feed exactly one Dense layer with a bias.
     """
-    if not isinstance(model, VAE) or isinstance(model, _OTHER_FAMILIES):
+    if not isinstance(model, VAE) or evaluation._latent_family(model) is not None:
         raise TypeError(
             "Expected a plain keras_vae.VAE (one Gaussian latent vector; not a conditional, Gumbel-softmax, "
             f"hierarchical, spatial, VQ-VAE or VLAE model). Received: {type(model).__name__}"
