@@ -19,13 +19,13 @@ from keras_vae.conv_transpose import NarrowConv2DTranspose  # noqa: E402
 from keras_vae.likelihoods import Bernoulli, Gaussian  # noqa: E402
 from keras_vae.models import VAE, build_vae  # noqa: E402
 from keras_vae.models import VQVAE, ConditionalVAE, GumbelSoftmaxVAE, HierarchicalVAE, SpatialVAE  # noqa: E402
-from keras_vae.posteriors import DiagonalGaussian  # noqa: E402
+from keras_vae.posteriors import DiagonalGaussian, WhitenedGaussian  # noqa: E402
 from keras_vae import discrete_likelihoods, pixelcnn  # noqa: E402
 from keras_vae.discrete_likelihoods import Categorical256, DiscretizedLogisticMixture  # noqa: E402
 from keras_vae.models import VLAE, build_vlae  # noqa: E402
 from keras_vae import export  # noqa: E402  (after models: it imports them)
-from keras_vae import evaluation, feature_model, latent_centering  # noqa: E402
-from keras_vae import callbacks  # noqa: E402  (after latent_centering: it imports it)
+from keras_vae import evaluation, feature_model, latent_centering, latent_whitening  # noqa: E402
+from keras_vae import callbacks  # noqa: E402  (after latent_centering and latent_whitening: it imports them)
 
 __version__ = "0.1.0"
 
@@ -45,6 +45,7 @@ __all__ = [
     "Gaussian",
     "OptimalSigma",
     "SoftClip",
+    "WhitenedGaussian",
     "annealing",
     "build_vae",
     "build_vlae",
@@ -57,6 +58,7 @@ __all__ = [
     "export",
     "feature_model",
     "latent_centering",
+    "latent_whitening",
     "layers",
     "likelihoods",
     "networks",

@@ -1,4 +1,4 @@
-"""Keras callbacks for training a VAE: posterior collapse, images in TensorBoard, latent centring.
+"""Keras callbacks for training a VAE: posterior collapse, images in TensorBoard, latent centring and whitening.
 
 Example:
 
@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import evaluation, latent_centering
+from keras_vae import evaluation, latent_centering, latent_whitening
 from keras_vae.data import validate_images
 
 
@@ -165,7 +165,41 @@ class ImageLogger(keras.callbacks.Callback):
             self._writer = None
 
 
-class LatentCentering(keras.callbacks.Callback):
+class _LatentAlignment(keras.callbacks.Callback):
+    """Runs an exact latent-space step when training ends, or after every epoch (logging its ELBO gain)."""
+
+    log_key = ""
+
+    def __init__(self, data, every_epoch: bool = False, batch_size: int = 500):
+        super().__init__()
+        evaluation._check_positive("batch_size", batch_size)
+        self.data = evaluation.as_array(data)
+        self.every_epoch = bool(every_epoch)
+        self.batch_size = batch_size
+
+    def _check(self) -> None:
+        raise NotImplementedError
+
+    def _align(self) -> float:
+        """Applies the step to `self.model`; returns its ELBO gain in nats."""
+        raise NotImplementedError
+
+    def on_train_begin(self, logs=None):
+        self._check()
+        validate_images(self.data, self.model.image_shape)  # a wrong shape fails now, not after fit
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.every_epoch:
+            gain = self._align()
+            if logs is not None:
+                logs[self.log_key] = gain
+
+    def on_train_end(self, logs=None):
+        if not self.every_epoch:
+            self._align()
+
+
+class LatentCentering(_LatentAlignment):
     """Centres the latent space on the prior at the end of training (or of every epoch).
 
     Calls `keras_vae.latent_centering.center_latents(model, data)`: an exact
@@ -187,29 +221,68 @@ class LatentCentering(keras.callbacks.Callback):
     Example: see the module docstring (used beside `CollapseMonitor`).
     """
 
+    log_key = "latent_shift_nats"
+
     def __init__(self, data, every_epoch: bool = False, batch_size: int = 500):
-        super().__init__()
-        evaluation._check_positive("batch_size", batch_size)
-        self.data = evaluation.as_array(data)
-        self.every_epoch = bool(every_epoch)
-        self.batch_size = batch_size
+        super().__init__(data, every_epoch, batch_size)
         self.shifts: list[np.ndarray] = []
 
-    def _center(self) -> float:
+    def _check(self) -> None:
+        latent_centering.check_supported(self.model)
+
+    def _align(self) -> float:
         shift = latent_centering.center_latents(self.model, self.data, self.batch_size)
         self.shifts.append(shift)
         return float(shift @ shift / 2)
 
-    def on_train_begin(self, logs=None):
-        latent_centering.check_supported(self.model)
-        validate_images(self.data, self.model.image_shape)  # a wrong shape fails now, not after fit
 
-    def on_epoch_end(self, epoch, logs=None):
-        if self.every_epoch:
-            gain = self._center()
-            if logs is not None:
-                logs["latent_shift_nats"] = gain
+class LatentWhitening(_LatentAlignment):
+    """Fits the prior to the codes when training ends (or after every epoch) by whitening the latent space.
 
-    def on_train_end(self, logs=None):
-        if not self.every_epoch:
-            self._center()
+    Calls `keras_vae.latent_whitening.whiten_latents(model, data)`: an exact
+    affine map of z that makes the Gaussian fit of the aggregate posterior over
+    `data` the standard normal. It raises the ELBO by KL(N(m, C) || N(0, I))
+    nats, leaves reconstructions unchanged, and makes draws z ~ N(0, I) land
+    where the codes of real images are. The model is checked when training
+    begins, so an unsupported model fails before any epoch runs.
+
+    Args:
+        data: Images `(N, H, W, C)` to fit on, usually the training set (more
+            images than latent dimensions).
+        every_epoch: Whiten after every epoch (and log `latent_whitening_nats`,
+            the ELBO gain) instead of only when training ends. Defaults to False.
+        batch_size: Images per encoder call. Defaults to 500.
+
+    Attributes:
+        gains: The ELBO gain of each whitening, in nats per image.
+
+    Example:
+
+    >>> import numpy as np, keras_vae as kv
+    >>> x = np.random.default_rng(0).uniform(size=(32, 8, 8, 1)).astype("float32")
+    >>> vae = kv.build_vae((8, 8, 1), network="mlp", latent_dim=2)
+    >>> vae.compile(optimizer="adam")
+    >>> whitening = LatentWhitening(x)
+    >>> _ = vae.fit(x, batch_size=16, epochs=1, verbose=0, callbacks=[whitening])
+    >>> len(whitening.gains), type(vae.posterior).__name__
+    (1, 'WhitenedGaussian')
+    """
+
+    log_key = "latent_whitening_nats"
+
+    def __init__(self, data, every_epoch: bool = False, batch_size: int = 500):
+        super().__init__(data, every_epoch, batch_size)
+        self.gains: list[float] = []
+
+    def _check(self) -> None:
+        latent_whitening.check_supported(self.model)
+        if len(self.data) <= self.model.latent_dim:
+            raise ValueError(
+                f"Whitening needs more images than latent dimensions ({self.model.latent_dim}). "
+                f"Received {len(self.data)} images."
+            )
+
+    def _align(self) -> float:
+        gain = latent_whitening.whiten_latents(self.model, self.data, self.batch_size)
+        self.gains.append(gain)
+        return gain

@@ -40,7 +40,7 @@ import tensorflow_probability as tfp
 
 from keras_vae.data import validate_images
 from keras_vae.likelihoods import Bernoulli, Gaussian
-from keras_vae.posteriors import kl_per_dimension
+from keras_vae.posteriors import WhitenedGaussian, kl_per_dimension
 
 tfd = tfp.distributions
 
@@ -135,14 +135,16 @@ def _check_positive(name: str, value) -> None:
 
 
 # ------------------------------------------------------------- likelihood
-def _log_weights(model, x, num_samples: int, seed, likelihood=None):
+def _log_weights(model, x, num_samples: int, seed, likelihood=None, posterior=None):
     """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x): `(num_samples, batch)`.
 
+    `posterior` is the model's head, passed so that the compiled trace is keyed
+    on it: `latent_whitening.whiten_latents` swaps the head of a model in place.
     The decoder likelihood is built without the target (`x=None`), so optimal
     sigma modes use the running sigma the model carries: the bound is then the
     likelihood of one fixed model, not of a sigma refitted to the test images.
     """
-    q = model.posterior.distribution(model.encoder(x, training=False))
+    q = (posterior or model.posterior).distribution(model.encoder(x, training=False))
     z = q.sample(num_samples, seed=seed)  # (K, batch, latent)
     flat_z = tf.reshape(z, (-1, model.latent_dim))
     params = model.decoder(flat_z, training=False)
@@ -188,7 +190,7 @@ def log_importance_weights(model, x, num_samples: int, chunk_size: int | None = 
         count = min(chunk_size, num_samples - start)
         draw_seed = tf.constant([seed, index], tf.int32)
         count = tf.constant(count, tf.int32)  # a tensor, so that chunk sizes share one trace
-        parts.append(_compiled_log_weights(model, x, count, draw_seed, likelihood).numpy())
+        parts.append(_compiled_log_weights(model, x, count, draw_seed, likelihood, model.posterior).numpy())
     return np.concatenate(parts)
 
 
@@ -344,20 +346,49 @@ def bits_per_dim(log_likelihood: float, num_dims: int, levels: int | None = None
 
 
 # -------------------------------------------------------- posterior collapse
-def posterior_moments(model, data, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """The means and standard deviations of q(z|x) for all images, each `(N, latent_dim)`."""
+def posterior_moments(model, data, batch_size: int = 500, head=None) -> tuple[np.ndarray, np.ndarray]:
+    """The means and standard deviations of q(z|x) for all images, each `(N, latent_dim)`.
+
+    For a correlated posterior (`WhitenedGaussian`) the standard deviations
+    are the marginal ones.
+
+    Args:
+        model: A `VAE`.
+        data: Images or a `tf.data.Dataset`.
+        batch_size: Images per encoder call. Defaults to 500.
+        head: Read the moments from this head instead of `model.posterior`
+            (e.g. a `WhitenedGaussian`'s base head). Defaults to None.
+
+    Returns:
+        `(means, stddevs)` as NumPy arrays.
+    """
     check_vector_latent(model, "The posterior statistics", decoder=False)
     x = as_array(data, getattr(model, "image_shape", None))
+    head = head or model.posterior
     means, stddevs = [], []
     for batch in _batches(x, batch_size, False, ""):
-        loc, scale = model.posterior(model.encoder(tf.convert_to_tensor(batch), training=False))
+        loc, scale = head(model.encoder(tf.convert_to_tensor(batch), training=False))
         means.append(np.asarray(loc))
         stddevs.append(np.asarray(scale))
     return np.concatenate(means), np.concatenate(stddevs)
 
 
-def kl_per_dimension_stats(means: np.ndarray, stddevs: np.ndarray) -> np.ndarray:
-    """Mean over images of KL(q(z_d|x) || N(0, 1)) for each dimension d, `(latent_dim,)` nats.
+def kl_per_dimension_stats(means: np.ndarray, stddevs: np.ndarray, scale_diag: np.ndarray | None = None) -> np.ndarray:
+    """Mean over images of the per-dimension KL(q(z|x) || N(0, I)) terms, `(latent_dim,)` nats.
+
+    For a diagonal posterior each term is KL(q(z_d|x) || N(0, 1)). For a
+    posterior N(mu, T T^T) with a lower-triangular T they are the chain-rule
+    terms `(stddev_d**2 + mu_d**2 - 1) / 2 - log T_dd`, which sum to the full KL
+    (see `posteriors.kl_per_dimension`).
+
+    Args:
+        means: Posterior means `(N, latent_dim)`.
+        stddevs: Marginal posterior standard deviations `(N, latent_dim)`.
+        scale_diag: The diagonal of T, `(N, latent_dim)`. Defaults to
+            `stddevs` (a diagonal posterior).
+
+    Returns:
+        The mean KL of each dimension.
 
     Example:
 
@@ -365,7 +396,8 @@ def kl_per_dimension_stats(means: np.ndarray, stddevs: np.ndarray) -> np.ndarray
     [0.0, 0.0, 0.0]
     """
     means, stddevs = np.asarray(means, "float64"), np.asarray(stddevs, "float64")
-    kl = 0.5 * (means**2 + stddevs**2 - 1.0) - np.log(stddevs)
+    scale_diag = stddevs if scale_diag is None else np.asarray(scale_diag, "float64")
+    kl = 0.5 * (means**2 + stddevs**2 - 1.0) - np.log(scale_diag)
     return kl.mean(axis=0)
 
 
@@ -399,7 +431,7 @@ def _log_normal(z, means, stddevs):
     )
 
 
-def aggregate_posterior_kl(means, stddevs, seed: int | None = 0, chunk: int = 256) -> dict:
+def aggregate_posterior_kl(means, stddevs, seed: int | None = 0, chunk: int = 256, prior=None) -> dict:
     """Mutual information I(x; z) and marginal KL(m(z) || p(z)) from one draw per image.
 
     With m(z) = (1/N) sum_n q(z | x_n) the aggregate posterior, the average KL
@@ -417,6 +449,10 @@ def aggregate_posterior_kl(means, stddevs, seed: int | None = 0, chunk: int = 25
         stddevs: Posterior standard deviations `(N, latent_dim)`.
         seed: Seed of the draws. Defaults to 0.
         chunk: Draws scored against all N posteriors at once. Defaults to 256.
+        prior: `(loc, scale_tril)` of a Gaussian prior N(loc, T T^T) over these
+            codes. Defaults to N(0, I). (A `WhitenedGaussian` model is scored
+            on its base codes, whose prior is N(shift, W^-1 W^-T); both terms
+            are unchanged by the affine map between the two.)
 
     Returns:
         A dict with `mutual_information` and `marginal_kl` (nats).
@@ -433,7 +469,13 @@ def aggregate_posterior_kl(means, stddevs, seed: int | None = 0, chunk: int = 25
         scipy.special.logsumexp(_log_normal(z[start : start + chunk], means, stddevs), axis=1) - math.log(count)
         for start in range(0, count, chunk)
     ])
-    log_p = np.sum(-0.5 * z**2 - 0.5 * math.log(2 * math.pi), axis=-1)
+    if prior is None:
+        white, log_det = z, 0.0
+    else:
+        loc, scale_tril = (np.asarray(t, "float64") for t in prior)
+        white = scipy.linalg.solve_triangular(scale_tril, (z - loc).T, lower=True).T
+        log_det = float(np.sum(np.log(np.diag(scale_tril))))
+    log_p = np.sum(-0.5 * white**2 - 0.5 * math.log(2 * math.pi), axis=-1) - log_det
     return {
         "mutual_information": float(np.mean(log_q_own - log_m)),
         "marginal_kl": float(np.mean(log_m - log_p)),
@@ -473,14 +515,23 @@ def posterior_statistics(
     (3, 3)
     """
     means, stddevs = posterior_moments(model, data, batch_size)
-    kl_by_dim = kl_per_dimension_stats(means, stddevs)
+    head = getattr(model, "posterior", None)
+    if isinstance(head, WhitenedGaussian):
+        base_means, base_scales = posterior_moments(model, data, batch_size, head=head.base)
+        whitening = np.asarray(head.whitening.numpy(), "float64")
+        kl_by_dim = kl_per_dimension_stats(means, stddevs, scale_diag=np.diag(whitening) * base_scales)
+        prior = (head.shift.numpy(), np.linalg.inv(whitening))
+        aggregate = aggregate_posterior_kl(base_means, base_scales, seed, prior=prior)
+    else:
+        kl_by_dim = kl_per_dimension_stats(means, stddevs)
+        aggregate = aggregate_posterior_kl(means, stddevs, seed)
     return {
         "kl": float(kl_by_dim.sum()),
         "kl_per_dim": kl_by_dim.tolist(),
         "active_units": active_units(means, threshold),
         "collapsed_units": int(np.sum(kl_by_dim < collapse_nats)),
         "latent_dim": int(means.shape[1]),
-        **aggregate_posterior_kl(means, stddevs, seed),
+        **aggregate,
     }
 
 

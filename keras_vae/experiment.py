@@ -17,7 +17,17 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_vae import annealing, data, distribute, latent_centering, likelihoods, models, networks, plots
+from keras_vae import (
+    annealing,
+    data,
+    distribute,
+    latent_centering,
+    latent_whitening,
+    likelihoods,
+    models,
+    networks,
+    plots,
+)
 from keras_vae.models.vae import VAE
 
 RUN_FILES = ("model.keras", "metrics.json", "samples.png", "reconstructions.png")
@@ -53,11 +63,13 @@ class RunConfig:
         jit_compile: XLA for the train step; None lets Keras choose ("auto":
             off on CPU, where it is slower).
         receptive_field: The PixelCNN decoder's view when `network="pixelcnn"`.
-        center_latents: After training, shift the latent space so the
-            posterior means average to 0 over the train split
-            (`keras_vae.latent_centering`: exact, raises the ELBO, and makes
-            prior samples land on the codes of real images). Plain VAEs only;
-            the other families and the PixelCNN decoder skip it.
+        align_latents: The exact latent-space step after training, which
+            raises the ELBO, leaves reconstructions unchanged and makes prior
+            samples land on the codes of real images: `"whiten"` fits the prior
+            to the Gaussian of the codes of the train split
+            (`keras_vae.latent_whitening`), `"center"` only moves its mean
+            (`keras_vae.latent_centering`), `"none"` skips it. Plain VAEs
+            only; the other families and the PixelCNN decoder skip it.
     """
 
     dataset: str = "mnist"
@@ -80,7 +92,32 @@ class RunConfig:
     mixed_precision: str = "none"
     jit_compile: bool | None = None
     receptive_field: int = 5
-    center_latents: bool = True
+    align_latents: str = "whiten"
+
+
+LATENT_ALIGNMENTS = ("whiten", "center", "none")
+
+
+def align_latents(model, x_train: np.ndarray, mode: str) -> float | None:
+    """Applies the `mode` step of `RunConfig.align_latents` to `model` in place.
+
+    Returns:
+        Its ELBO gain over `x_train` in nats per image, or None when `mode` is
+        `"none"` or the model does not support the step (other families).
+
+    Example:
+
+    >>> import keras_vae as kv
+    >>> vae = kv.build_vae((8, 8, 1), network="mlp", latent_dim=2)
+    >>> align_latents(vae, np.zeros((4, 8, 8, 1), "float32"), "center")
+    0.0
+    """
+    if mode == "whiten" and latent_whitening.supports(model):
+        return latent_whitening.whiten_latents(model, x_train)
+    if mode == "center" and latent_centering.supports(model):
+        shift = latent_centering.center_latents(model, x_train)
+        return float(shift @ shift / 2)
+    return None
 
 
 def prepare_output(out, overwrite: bool) -> Path:
@@ -298,6 +335,10 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         raise ValueError(
             f"Expected mixed_precision in {distribute.PRECISIONS}. Received: mixed_precision={config.mixed_precision!r}"
         )
+    if config.align_latents not in LATENT_ALIGNMENTS:
+        raise ValueError(
+            f"Expected align_latents in {LATENT_ALIGNMENTS}. Received: align_latents={config.align_latents!r}"
+        )
     likelihood = likelihoods.get(config.likelihood, sigma=config.sigma)  # bad names fail before any work
     builder = models.get(config.model)
     if config.network == "pixelcnn":
@@ -307,6 +348,11 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
     x_train, y_train = data.load_arrays(config.dataset, "train", config.test_fraction, with_labels=True)
     x_test, y_test = data.load_arrays(config.dataset, "test", config.test_fraction, with_labels=True)
     likelihood.validate(x_train)  # e.g. 8-bit likelihoods need pixels on the 1/255 grid
+    if config.align_latents == "whiten" and len(x_train) <= config.latent_dim:
+        raise ValueError(
+            f"--align_latents=whiten fits a covariance of the {config.latent_dim} latent dimensions and needs more "
+            f"train images than that. Received {len(x_train)}. Use --align_latents=center or none."
+        )
     model_kwargs = {}
     if config.model == "conditional":
         if y_train is None or y_test is None:
@@ -362,14 +408,13 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
             (nan_stop.message or f"Training diverged (loss {losses[-1]}) with likelihood {sigma_mode}.")
             + " Nothing was saved."
         )
-    centred = config.center_latents and latent_centering.supports(model)
-    shift = latent_centering.center_latents(model, x_train) if centred else None
+    alignment_gain = align_latents(model, x_train, config.align_latents)
     metrics = evaluate(model, x_test, config.batch_size, y_test)
     metrics.update(
         epochs=config.epochs,
         train_seconds=timer.seconds,
         images_per_second=len(x_train) * len(losses) / max(timer.seconds, 1e-9),
-        latent_shift_nats=None if shift is None else float(shift @ shift / 2),
+        latent_alignment_nats=alignment_gain,
         train_images=len(x_train),
         test_images=len(x_test),
         flags=dataclasses.asdict(config),

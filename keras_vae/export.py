@@ -362,7 +362,7 @@ def _vae_signatures(model: VAE, decoder: keras.Model) -> dict[str, tuple]:
     def elbo(x):
         x = _checked(x, images)
         q = model.posterior.distribution(model.encoder(x, training=False))
-        z = q.loc + q.stddev() * _fresh_normal(tf.shape(q.loc))
+        z = q.loc + q.scale.matvec(_fresh_normal(tf.shape(q.loc)))  # diagonal or lower-triangular scale
         log_likelihood = model.likelihood.distribution(decoder(z, training=False)).log_prob(x)
         return {"elbo": log_likelihood - tf.reduce_sum(kl_per_dimension(q), axis=-1)}
 

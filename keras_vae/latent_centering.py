@@ -21,7 +21,8 @@ to one prior standard deviation away in some dimensions. That costs 0.5-1.5 nats
 of ELBO but moves many draws z ~ N(0, I) off the codes of real images: on the
 embedded MNIST (conv net, 10 epochs) centring took the FID of prior samples of
 an optimal-sigma VAE from 261 to 86, and of a learned-sigma VAE from 144 to 76
-(`benchmarks/results/paper_table.md`).
+(`benchmarks/results/paper_table.md`). `keras_vae.latent_whitening` goes on to
+fit the covariance too, and `train` uses it by default.
 
 Example:
 
@@ -63,11 +64,16 @@ def _first_dense(decoder: keras.Model) -> keras.layers.Dense:
     return consumers[0]
 
 
-def check_supported(model) -> keras.layers.Dense:
+def check_supported(model, heads: tuple[type, ...] = (DiagonalGaussian,)) -> keras.layers.Dense:
     """Raises unless `center_latents` can fold a shift into `model`; returns the decoder's first Dense layer.
 
+    Args:
+        model: The model to check.
+        heads: The posterior head classes the caller can fold into.
+            Defaults to `(DiagonalGaussian,)`.
+
     Raises:
-        TypeError: If `model` is not a plain `VAE` with a `DiagonalGaussian` head.
+        TypeError: If `model` is not a plain `VAE` with one of `heads`.
         ValueError: If z does not feed exactly one Dense layer with a bias.
     """
     if not isinstance(model, VAE) or evaluation._latent_family(model) is not None:
@@ -75,8 +81,9 @@ def check_supported(model) -> keras.layers.Dense:
             "Expected a plain keras_vae.VAE (one Gaussian latent vector; not a conditional, Gumbel-softmax, "
             f"hierarchical, spatial, VQ-VAE or VLAE model). Received: {type(model).__name__}"
         )
-    if not isinstance(model.posterior, DiagonalGaussian):
-        raise TypeError(f"Expected a DiagonalGaussian posterior head. Received: {type(model.posterior).__name__}")
+    if not isinstance(model.posterior, heads):
+        expected = " or ".join(head.__name__ for head in heads)
+        raise TypeError(f"Expected a {expected} posterior head. Received: {type(model.posterior).__name__}")
     return _first_dense(model.decoder)
 
 

@@ -66,17 +66,106 @@ class DiagonalGaussian(keras.layers.Layer):
         return {**super().get_config(), "latent_dim": self.latent_dim, "min_scale": self.min_scale}
 
 
+@keras.saving.register_keras_serializable(package="keras_vae")
+class WhitenedGaussian(keras.layers.Layer):
+    """A diagonal Gaussian head followed by a fixed affine map of z: a correlated Gaussian posterior.
+
+    With `(mu, s) = base(features)` the base head's mean and scale, the
+    posterior is `q(z|x) = N(W (mu - shift), W diag(s**2) W^T)`, where `shift`
+    and the lower-triangular `whitening` W are non-trainable weights. They
+    start as 0 and the identity (so the head equals its base) and are set by
+    `keras_vae.latent_whitening.whiten_latents`, which fits the aggregate
+    posterior of the base codes with a Gaussian N(m, L L^T) and sets
+    `shift = m`, `W = L^{-1}`. The scale `W diag(s)` is lower-triangular, so
+    the KL to N(0, I) keeps an exact per-dimension split (`kl_per_dimension`).
+
+    Args:
+        base: The `DiagonalGaussian` head that maps features to (mu, s), or
+            its serialized config.
+
+    Call arguments:
+        features: Encoder features, `(batch, num_features)`.
+
+    Returns:
+        `(loc, stddev)`, each `(batch, latent_dim)`: the posterior mean and the
+        marginal standard deviations `sqrt(diag(W diag(s**2) W^T))`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> head = WhitenedGaussian(DiagonalGaussian(latent_dim=3))
+    >>> q = head.distribution(np.zeros((2, 5), "float32"))
+    >>> type(q).__name__, q.event_shape.as_list()
+    ('MultivariateNormalTriL', [3])
+    """
+
+    def __init__(self, base, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(base, keras.layers.Layer):
+            base = keras.saving.deserialize_keras_object(base)
+        if not isinstance(base, DiagonalGaussian):
+            raise TypeError(f"Expected a DiagonalGaussian base head. Received: {type(base).__name__}")
+        self.base = base
+        self.latent_dim = base.latent_dim
+
+    def build(self, features_shape):
+        if not self.base.built:
+            self.base.build(features_shape)
+        dim = self.latent_dim
+        self.shift = self.add_weight(shape=(dim,), initializer="zeros", trainable=False, name="shift")
+        self.whitening = self.add_weight(shape=(dim, dim), initializer="identity", trainable=False, name="whitening")
+
+    def _loc_and_scale_tril(self, features):
+        base_loc, base_scale = self.base(features)
+        loc = ops.matmul(base_loc - self.shift, ops.transpose(self.whitening))
+        return loc, self.whitening * base_scale[..., None, :]
+
+    def call(self, features):
+        loc, scale_tril = self._loc_and_scale_tril(features)
+        return loc, ops.sqrt(ops.sum(ops.square(scale_tril), axis=-1))
+
+    def compute_output_shape(self, features_shape):
+        shape = (features_shape[0], self.latent_dim)
+        return shape, shape
+
+    def distribution(self, features) -> tfd.MultivariateNormalTriL:
+        """q(z|x) as a `tfd.MultivariateNormalTriL` (reparameterised sampling)."""
+        if not self.built:
+            self.build(tuple(ops.shape(features)))
+        loc, scale_tril = self._loc_and_scale_tril(features)
+        return tfd.MultivariateNormalTriL(loc=loc, scale_tril=scale_tril)
+
+    def get_config(self):
+        return {**super().get_config(), "base": keras.saving.serialize_keras_object(self.base)}
+
+
 def standard_normal_prior(latent_dim: int) -> tfd.MultivariateNormalDiag:
     """The prior p(z) = N(0, I) over `latent_dim` dimensions."""
     return tfd.MultivariateNormalDiag(loc=ops.zeros((latent_dim,)), scale_diag=ops.ones((latent_dim,)))
 
 
-def kl_per_dimension(posterior: tfd.MultivariateNormalDiag):
-    """Analytic KL(q || N(0, 1)) per latent dimension, `(batch, latent_dim)` nats.
+def kl_per_dimension(posterior):
+    """Analytic KL(q || N(0, I)) per latent dimension, `(batch, latent_dim)` nats.
 
-    Computed with `tfd.kl_divergence` on the factor Normals, so that free bits
-    can floor each dimension; the sum over dimensions equals
-    `tfd.kl_divergence(posterior, standard_normal_prior(latent_dim))`.
+    The terms sum over dimensions to `tfd.kl_divergence(posterior,
+    standard_normal_prior(latent_dim))`, so that free bits can floor each
+    dimension. A diagonal posterior (`tfd.MultivariateNormalDiag`) gives the KL
+    of each factor Normal, computed with `tfd.kl_divergence`. A posterior
+    `N(mu, T T^T)` with a lower-triangular scale T (`WhitenedGaussian`) gives
+    the chain-rule terms `E_q KL(q(z_d | z_<d) || N(0, 1))
+    = (Sigma_dd + mu_d**2 - 1) / 2 - log T_dd`.
+
+    Args:
+        posterior: A `tfd.MultivariateNormalDiag` or `tfd.MultivariateNormalTriL`.
+
+    Returns:
+        The per-dimension KL, `(batch, latent_dim)`.
     """
+    if isinstance(posterior, tfd.MultivariateNormalTriL):
+        # Diagonals by masking and summing, not `diag_part`: TFLite has no MatrixDiagPart op.
+        scale_tril = posterior.scale.to_dense()
+        scale_diag = ops.sum(scale_tril * ops.eye(scale_tril.shape[-1], dtype=scale_tril.dtype), axis=-1)
+        variance = ops.sum(ops.square(scale_tril), axis=-1)
+        return 0.5 * (variance + ops.square(posterior.loc) - 1.0) - ops.log(scale_diag)
     factors = tfd.Normal(loc=posterior.loc, scale=posterior.stddev())
     return tfd.kl_divergence(factors, tfd.Normal(loc=0.0, scale=1.0))

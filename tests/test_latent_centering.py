@@ -149,21 +149,22 @@ def test_callback_refuses_an_unsupported_model_before_training():
 
 
 @pytest.mark.parametrize("center", [True, False])
-def test_train_centres_the_saved_model_unless_told_not_to(tmp_path, center):
+def test_train_centres_the_saved_model_when_told_to(tmp_path, center):
     path = tmp_path / "blobs.npz"
     x = make_images(48)
     np.savez(path, x=x)
     config = experiment.RunConfig(dataset=str(path), network="mlp", latent_dim=2, epochs=2, batch_size=16,
-                                  out=str(tmp_path / "run"), center_latents=center)
+                                  out=str(tmp_path / "run"), align_latents="center" if center else "none")
     model, metrics = experiment.train(config, verbose=0)
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     x_train = kv.data.load_arrays(str(path), "train")
     mean = np.asarray(keras.models.load_model(tmp_path / "run" / "model.keras").encode(x_train)[0]).mean(axis=0)
     if center:
-        assert saved["latent_shift_nats"] > 0 and saved["flags"]["center_latents"] is True
+        assert saved["latent_alignment_nats"] > 0 and saved["flags"]["align_latents"] == "center"
+        assert isinstance(model.posterior, kv.DiagonalGaussian)
         np.testing.assert_allclose(mean, 0.0, atol=1e-5)
     else:
-        assert saved["latent_shift_nats"] is None
+        assert saved["latent_alignment_nats"] is None
         assert np.abs(mean).max() > 1e-3  # trained codes are not centred by themselves
 
 

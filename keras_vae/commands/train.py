@@ -36,8 +36,9 @@ flags.DEFINE_enum("mixed_precision", _DEFAULTS.mixed_precision, list(distribute.
                   "Networks compute in this precision; likelihood, KL and sigma stay float32.")
 flags.DEFINE_bool("jit_compile", _DEFAULTS.jit_compile,
                   "XLA-compile the train step (--nojit_compile: off; unset: Keras 'auto', off on CPU).")
-flags.DEFINE_bool("center_latents", _DEFAULTS.center_latents,
-                  "After training, shift z so the posterior means average to 0 on the train split (exact; plain VAEs).")
+flags.DEFINE_enum("align_latents", _DEFAULTS.align_latents, list(experiment.LATENT_ALIGNMENTS),
+                  "After training, fit the prior to the codes of the train split by an exact map of z: 'whiten' "
+                  "(mean and covariance), 'center' (mean only) or 'none'. Plain VAEs only.")
 
 FLAGS = flags.FLAGS
 
