@@ -164,6 +164,11 @@ def test_whitened_model_saves_reloads_and_trains_on(tmp_path):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     z = np.random.default_rng(0).standard_normal((4, 3)).astype("float32")
     np.testing.assert_array_equal(np.asarray(loaded.decode(z)[0]), np.asarray(vae.decode(z)[0]))
+    # At learning rate 0 the train step only measures: its KL is the whitened model's, not a stale trace's.
+    vae.optimizer.learning_rate.assign(0.0)
+    kl = vae.fit(x, batch_size=16, epochs=1, verbose=0).history["kl"][0]  # the batch shape already traced
+    np.testing.assert_allclose(kl, evaluation.posterior_statistics(vae, x)["kl"], rtol=1e-4)
+    vae.optimizer.learning_rate.assign(1e-3)
     fixed = [w.numpy().copy() for w in (vae.posterior.shift, vae.posterior.whitening)]
     history = vae.fit(x, batch_size=16, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
