@@ -87,10 +87,10 @@ def check_supported(model, heads: tuple[type, ...] = (DiagonalGaussian,)) -> ker
     return _first_dense(model.decoder)
 
 
-def supports(model) -> bool:
-    """Whether `center_latents` can fold a shift into `model` (see `center_latents`)."""
+def supports(model, heads: tuple[type, ...] = (DiagonalGaussian,)) -> bool:
+    """Whether `center_latents` can fold a shift into `model` (see `center_latents` and `check_supported`)."""
     try:
-        check_supported(model)
+        check_supported(model, heads)
     except (TypeError, ValueError):
         return False
     return True

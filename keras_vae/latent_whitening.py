@@ -55,6 +55,9 @@ from keras_vae.posteriors import DiagonalGaussian, WhitenedGaussian
 tfd = tfp.distributions
 
 
+HEADS = (DiagonalGaussian, WhitenedGaussian)  # the posterior heads `whiten_latents` folds into
+
+
 def check_supported(model) -> keras.layers.Dense:
     """Raises unless `whiten_latents` can fold a Gaussian prior into `model`; returns its first decoder Dense.
 
@@ -63,16 +66,12 @@ def check_supported(model) -> keras.layers.Dense:
             `WhitenedGaussian` head.
         ValueError: If z does not feed exactly one Dense layer with a bias.
     """
-    return latent_centering.check_supported(model, heads=(DiagonalGaussian, WhitenedGaussian))
+    return latent_centering.check_supported(model, heads=HEADS)
 
 
 def supports(model) -> bool:
     """Whether `whiten_latents` can fold a Gaussian prior into `model` (see `whiten_latents`)."""
-    try:
-        check_supported(model)
-    except (TypeError, ValueError):
-        return False
-    return True
+    return latent_centering.supports(model, heads=HEADS)
 
 
 def base_moments(model: VAE, data, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
