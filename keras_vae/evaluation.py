@@ -514,15 +514,18 @@ def posterior_statistics(
     >>> stats["latent_dim"], len(stats["kl_per_dim"])
     (3, 3)
     """
-    means, stddevs = posterior_moments(model, data, batch_size)
     head = getattr(model, "posterior", None)
     if isinstance(head, WhitenedGaussian):
-        base_means, base_scales = posterior_moments(model, data, batch_size, head=head.base)
-        whitening = np.asarray(head.whitening.numpy(), "float64")
+        # One encoder pass: the head's mean and marginal stddevs follow from its base codes.
+        base_means, base_scales = (np.asarray(t, "float64") for t in posterior_moments(model, data, batch_size,
+                                                                                      head=head.base))
+        shift, whitening = (np.asarray(w.numpy(), "float64") for w in (head.shift, head.whitening))
+        means = (base_means - shift) @ whitening.T
+        stddevs = np.sqrt(base_scales**2 @ (whitening**2).T)
         kl_by_dim = kl_per_dimension_stats(means, stddevs, scale_diag=np.diag(whitening) * base_scales)
-        prior = (head.shift.numpy(), np.linalg.inv(whitening))
-        aggregate = aggregate_posterior_kl(base_means, base_scales, seed, prior=prior)
+        aggregate = aggregate_posterior_kl(base_means, base_scales, seed, prior=(shift, np.linalg.inv(whitening)))
     else:
+        means, stddevs = posterior_moments(model, data, batch_size)
         kl_by_dim = kl_per_dimension_stats(means, stddevs)
         aggregate = aggregate_posterior_kl(means, stddevs, seed)
     return {
