@@ -13,7 +13,8 @@ import os as _os
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from keras_vae import distribute  # noqa: E402
-from keras_vae import annealing, conv_transpose, data, layers, likelihoods, networks, objectives, posteriors  # noqa: E402
+from keras_vae import annealing, conv_transpose, data, latents, layers, likelihoods, networks, noise, objectives  # noqa: E402
+from keras_vae import posteriors  # noqa: E402
 from keras_vae.layers import OptimalSigma, SoftClip  # noqa: E402
 from keras_vae.conv_transpose import NarrowConv2DTranspose  # noqa: E402
 from keras_vae.likelihoods import Bernoulli, Gaussian  # noqa: E402
@@ -59,9 +60,11 @@ __all__ = [
     "feature_model",
     "latent_centering",
     "latent_whitening",
+    "latents",
     "layers",
     "likelihoods",
     "networks",
+    "noise",
     "objectives",
     "pixelcnn",
     "posteriors",

@@ -38,50 +38,16 @@ import scipy.special
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_vae import latents
 from keras_vae.data import validate_images
 from keras_vae.likelihoods import Bernoulli, Gaussian
-from keras_vae.posteriors import WhitenedGaussian, kl_per_dimension
+from keras_vae.noise import SeededNoise
+from keras_vae.posteriors import WhitenedGaussian
 
 tfd = tfp.distributions
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 COLLAPSE_NATS = 0.1
-
-
-# ------------------------------------------------------------- model checks
-def _latent_family(model, decoder: bool = True) -> str | None:
-    """The name of `model`'s class if it is a family whose latent is not one N(0, I) vector (decoded alone)."""
-    from keras_vae import models
-
-    families = (models.HierarchicalVAE, models.GumbelSoftmaxVAE, models.ConditionalVAE,
-                models.SpatialVAE)  # (VQVAE is a SpatialVAE)
-    if decoder:
-        families += (models.VLAE,)  # a plain posterior, but its decoder also reads x
-    return type(model).__name__ if isinstance(model, families) else None
-
-
-def check_vector_latent(model, what: str = "keras_vae.evaluation", decoder: bool = True) -> None:
-    """Raises a TypeError naming the model if `what` cannot score it.
-
-    The bounds and posterior statistics here assume the plain `VAE`'s
-    structure: q(z|x) a diagonal Gaussian over one latent vector from the
-    encoder alone, p(z) = N(0, I), and a decoder of z alone. The latent
-    families differ (two levels, categorical codes, labels, latent maps, an
-    autoregressive decoder) and report their own ELBO terms through
-    `model.evaluate` and `model.elbo`. With `decoder=False` (posterior
-    statistics only) the `VLAE`, whose posterior is the plain one, passes.
-
-    Example:
-
-    >>> import keras_vae as kv
-    >>> check_vector_latent(kv.build_vae((8, 8, 1), network="mlp", latent_dim=2))
-    """
-    family = _latent_family(model, decoder)
-    if family is not None:
-        raise TypeError(
-            f"{what} scores VAEs with one N(0, I) latent vector and a decoder of z alone; a {family} is "
-            f"not one. Use {family}.evaluate(...) (its loss, elbo, rec and kl metrics) or .elbo(x)."
-        )
 
 
 # ---------------------------------------------------------------- data access
@@ -116,6 +82,53 @@ def as_array(data, image_shape=None) -> np.ndarray:
     return x
 
 
+def as_inputs(model, data) -> dict:
+    """The model's inputs from `data`: `{"x": images, **conditions}` as checked numpy arrays.
+
+    Args:
+        model: A `VAE` of any family (its `condition_specs()` name the conditions).
+        data: Images, an `(images, labels)` tuple, an inputs dict, or a
+            dataset of images or of `(images, labels)` tuples.
+
+    Example:
+
+    >>> import keras_vae as kv
+    >>> vae = kv.build_vae((2, 2, 1), network="mlp", latent_dim=2)
+    >>> sorted(as_inputs(vae, np.zeros((3, 2, 2, 1), "float32")))
+    ['x']
+    """
+    names = list(model.condition_specs())
+    if isinstance(data, tf.data.Dataset):
+        parts = [element if isinstance(element, tuple) else (element,) for element in data.as_numpy_iterator()]
+        if not parts:
+            raise ValueError("The dataset is empty: it yields no images.")
+        data = tuple(np.concatenate([p[i] if p[0].ndim == 4 else p[i][None] for p in parts])
+                     for i in range(len(parts[0])))
+    if isinstance(data, dict):
+        inputs = dict(data)
+    elif isinstance(data, tuple):
+        inputs = {"x": data[0], **dict(zip(names, data[1:], strict=False))}
+    else:
+        inputs = {"x": data}
+    missing = [name for name in names if inputs.get(name) is None]
+    if missing:
+        raise ValueError(f"{type(model).__name__} needs {', '.join(missing)} besides the images: pass "
+                         f"(images, {', '.join(missing)}).")
+    inputs["x"] = as_array(inputs["x"], getattr(model, "image_shape", None))
+    for name in names:
+        inputs[name] = np.asarray(inputs[name])
+        if len(inputs[name]) != len(inputs["x"]):
+            raise ValueError(f"Expected one {name} per image: {len(inputs['x'])} images, {len(inputs[name])} {name}.")
+    return {name: inputs[name] for name in ("x", *names)}
+
+
+def _input_batches(inputs: dict, batch_size: int, progress: bool, label: str) -> Iterable[dict]:
+    """Slices of an inputs dict, `batch_size` images each."""
+    count = len(inputs["x"])
+    for start in _batches(np.arange(count), batch_size, progress, label):
+        yield {name: value[start[0] : start[-1] + 1] for name, value in inputs.items()}
+
+
 def _batches(x: np.ndarray, batch_size: int, progress: bool, label: str) -> Iterable[np.ndarray]:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"Expected a positive integer. Received: batch_size={batch_size!r}")
@@ -135,25 +148,15 @@ def _check_positive(name: str, value) -> None:
 
 
 # ------------------------------------------------------------- likelihood
-def _log_weights(model, x, num_samples: int, seed, likelihood=None, posterior=None):
-    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x): `(num_samples, batch)`.
+def _log_weights(model, inputs, num_samples, seed, likelihood, head):
+    """`model.log_importance_weights` with the noise of `seed`, scored with `likelihood`.
 
-    `posterior` is the model's head, passed so that the compiled trace is keyed
-    on it: `latent_whitening.whiten_latents` swaps the head of a model in place.
-    The decoder likelihood is built without the target (`x=None`), so optimal
-    sigma modes use the running sigma the model carries: the bound is then the
-    likelihood of one fixed model, not of a sigma refitted to the test images.
+    `likelihood` and `head` (the model's posterior head) are arguments so
+    that the compiled trace is keyed on them: `latent_whitening.whiten_latents`
+    swaps the head of a model in place.
     """
-    q = (posterior or model.posterior).distribution(model.encoder(x, training=False))
-    z = q.sample(num_samples, seed=seed)  # (K, batch, latent)
-    flat_z = tf.reshape(z, (-1, model.latent_dim))
-    params = model.decoder(flat_z, training=False)
-    repeated_x = tf.reshape(tf.repeat(x[None], num_samples, axis=0), tf.concat([[-1], tf.shape(x)[1:]], 0))
-    log_px_z = (likelihood or model.likelihood).distribution(params).log_prob(repeated_x)
-    log_px_z = tf.reshape(log_px_z, (num_samples, -1))
-    prior = tfd.Normal(loc=0.0, scale=1.0)
-    log_pz = tf.reduce_sum(prior.log_prob(z), axis=-1)
-    return log_px_z + log_pz - q.log_prob(z)
+    with model.substituted(likelihood=likelihood):
+        return model.log_importance_weights(inputs, num_samples, SeededNoise(seed))
 
 
 _compiled_log_weights = tf.function(_log_weights, reduce_retracing=True, autograph=False)
@@ -163,13 +166,14 @@ def log_importance_weights(model, x, num_samples: int, chunk_size: int | None = 
                            likelihood=None):
     """Importance weights of `num_samples` draws from q(z|x) for each image, `(num_samples, batch)`.
 
-    Draws are decoded `chunk_size` at a time so that the decoder sees at
-    most `chunk_size * batch` latents at once.
+    log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x), from
+    `VAE.log_importance_weights` (any family). Draws are decoded
+    `chunk_size` at a time so that the decoder sees at most
+    `chunk_size * batch` latents at once.
 
     Args:
-        model: A `VAE` (anything with `encoder`, `posterior`, `decoder`,
-            `likelihood` and `latent_dim`).
-        x: Images `(batch, H, W, C)`.
+        model: A `VAE` of any family.
+        x: Images `(batch, H, W, C)` (or an inputs dict / `(images, labels)`).
         num_samples: Number of importance samples K.
         chunk_size: Draws per decoder call. Defaults to all K at once.
         seed: Seed of the draws. Defaults to None.
@@ -181,16 +185,14 @@ def log_importance_weights(model, x, num_samples: int, chunk_size: int | None = 
         A numpy array `(num_samples, batch)` of log w in nats.
     """
     _check_positive("num_samples", num_samples)
-    check_vector_latent(model, "The IWAE bound")
     chunk_size = chunk_size or num_samples
-    x = tf.convert_to_tensor(x, tf.float32)
+    inputs = {name: tf.convert_to_tensor(value) for name, value in as_inputs(model, x).items()}
     seed = int(np.random.randint(0, 2**31 - 1)) if seed is None else int(seed)
     parts = []
     for index, start in enumerate(range(0, num_samples, chunk_size)):
-        count = min(chunk_size, num_samples - start)
+        count = tf.constant(min(chunk_size, num_samples - start), tf.int32)  # a tensor: chunks share one trace
         draw_seed = tf.constant([seed, index], tf.int32)
-        count = tf.constant(count, tf.int32)  # a tensor, so that chunk sizes share one trace
-        parts.append(_compiled_log_weights(model, x, count, draw_seed, likelihood, model.posterior).numpy())
+        parts.append(_compiled_log_weights(model, inputs, count, draw_seed, likelihood, model.posterior).numpy())
     return np.concatenate(parts)
 
 
@@ -239,10 +241,10 @@ def iwae_log_likelihood(
         ICLR 2016. arXiv:1509.00519.
     """
     _check_positive("num_samples", num_samples)
-    x = as_array(data, getattr(model, "image_shape", None))
-    chunk = _max_chunk(min(batch_size, len(x)), num_samples, max_decoded)
+    inputs = as_inputs(model, data)
+    chunk = _max_chunk(min(batch_size, len(inputs["x"])), num_samples, max_decoded)
     bounds = []
-    for index, batch in enumerate(_batches(x, batch_size, progress, f"IWAE bound, K={num_samples}")):
+    for index, batch in enumerate(_input_batches(inputs, batch_size, progress, f"IWAE bound, K={num_samples}")):
         batch_seed = None if seed is None else seed + index
         log_w = log_importance_weights(model, batch, num_samples, chunk, batch_seed, likelihood).astype("float64")
         bounds.append(scipy.special.logsumexp(log_w, axis=0) - math.log(num_samples))
@@ -269,14 +271,16 @@ def elbo(model, data, num_samples: int = 1, batch_size: int = 100, seed: int | N
          progress: bool = False, likelihood=None) -> float:
     """The mean ELBO over `data` (beta = 1), nats per image.
 
-    ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)), with the KL in closed form
-    and the expectation over `num_samples` draws. Like `iwae_bound`, optimal
-    sigma modes use the model's running sigma, so the two are comparable
-    (the training metric `elbo` instead refits sigma to each batch).
+    ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)), from `VAE.compute_terms`
+    (any family: the function the model trains with), averaged over
+    `num_samples` draws. Like `iwae_bound`, optimal sigma modes use the
+    model's running sigma, so the two are comparable (the training metric
+    `elbo` instead refits sigma to each batch). Batch `i`'s draw `k` uses the
+    noise `SeededNoise([seed, i * num_samples + k])`.
 
     Args:
-        model: A `VAE`.
-        data: Images or a `tf.data.Dataset`.
+        model: A `VAE` of any family.
+        data: Images (or `(images, labels)`) or a `tf.data.Dataset`.
         num_samples: Draws per image for E_q. Defaults to 1.
         batch_size: Images per batch. Defaults to 100.
         seed: Seed of the draws. Defaults to None.
@@ -288,20 +292,14 @@ def elbo(model, data, num_samples: int = 1, batch_size: int = 100, seed: int | N
         A float.
     """
     _check_positive("num_samples", num_samples)
-    check_vector_latent(model, "keras_vae.evaluation.elbo")
-    x = as_array(data, getattr(model, "image_shape", None))
+    inputs = as_inputs(model, data)
+    seed = int(np.random.randint(0, 2**31 - 1)) if seed is None else int(seed)
     values = []
-    for index, batch in enumerate(_batches(x, batch_size, progress, "ELBO")):
-        batch = tf.convert_to_tensor(batch)
-        q = model.posterior.distribution(model.encoder(batch, training=False))
-        kl = tf.reduce_sum(kl_per_dimension(q), axis=-1)
-        draw_seed = None if seed is None else tfp.random.sanitize_seed([seed, index])
-        z = q.sample(num_samples, seed=draw_seed)
-        params = model.decoder(tf.reshape(z, (-1, model.latent_dim)), training=False)
-        repeated = tf.reshape(tf.repeat(batch[None], num_samples, axis=0), (-1, *batch.shape[1:]))
-        scorer = likelihood or model.likelihood
-        log_px_z = tf.reshape(scorer.distribution(params).log_prob(repeated), (num_samples, -1))
-        values.append((tf.reduce_mean(log_px_z, axis=0) - kl).numpy())
+    with model.substituted(likelihood=likelihood):
+        for index, batch in enumerate(_input_batches(inputs, batch_size, progress, "ELBO")):
+            draws = [model.compute_terms(batch, SeededNoise([seed, index * num_samples + k]), fit_sigma=False)
+                     ["elbo_per_image"] for k in range(num_samples)]
+            values.append(np.mean(np.stack(draws), axis=0))
     return float(np.mean(np.concatenate(values)))
 
 
@@ -347,30 +345,64 @@ def bits_per_dim(log_likelihood: float, num_dims: int, levels: int | None = None
 
 # -------------------------------------------------------- posterior collapse
 def posterior_moments(model, data, batch_size: int = 500, head=None) -> tuple[np.ndarray, np.ndarray]:
-    """The means and standard deviations of q(z|x) for all images, each `(N, latent_dim)`.
+    """The means and (marginal) standard deviations of q(z|x) for all images, each `(N, D)`.
 
-    For a correlated posterior (`WhitenedGaussian`) the standard deviations
-    are the marginal ones.
+    Latents of any shape are flattened to D numbers (`keras_vae.latents.moments`).
 
     Args:
-        model: A `VAE`.
-        data: Images or a `tf.data.Dataset`.
+        model: A `VAE` of any family.
+        data: Images (or `(images, labels)`) or a `tf.data.Dataset`.
         batch_size: Images per encoder call. Defaults to 500.
-        head: Read the moments from this head instead of `model.posterior`
-            (e.g. a `WhitenedGaussian`'s base head). Defaults to None.
+        head: Read the moments from this head on the encoder features
+            instead (e.g. a `WhitenedGaussian`'s base head). Defaults to None.
 
     Returns:
         `(means, stddevs)` as NumPy arrays.
     """
-    check_vector_latent(model, "The posterior statistics", decoder=False)
-    x = as_array(data, getattr(model, "image_shape", None))
-    head = head or model.posterior
+    inputs = as_inputs(model, data)
     means, stddevs = [], []
-    for batch in _batches(x, batch_size, False, ""):
-        loc, scale = head(model.encoder(tf.convert_to_tensor(batch), training=False))
-        means.append(np.asarray(loc))
-        stddevs.append(np.asarray(scale))
+    for batch in _input_batches(inputs, batch_size, False, ""):
+        if head is not None:
+            loc, scale = head(model.encoder(tf.convert_to_tensor(batch["x"]), training=False))
+        else:
+            loc, scale = latents.moments(model.posterior_distribution(batch))
+        means.append(np.asarray(loc).reshape(len(batch["x"]), -1))
+        stddevs.append(np.asarray(scale).reshape(len(batch["x"]), -1))
     return np.concatenate(means), np.concatenate(stddevs)
+
+
+def model_kl_per_dimension(model, data, batch_size: int = 500, seed: int = 0) -> np.ndarray:
+    """The mean over images of the model's own KL(q || p) per latent dimension, flattened: `(D,)` nats.
+
+    The terms of `VAE.compute_terms` (any family; a joint posterior's levels
+    given one draw of the levels above, seeded by `seed`).
+    """
+    inputs = as_inputs(model, data)
+    parts = [np.asarray(model.compute_terms(batch, SeededNoise([seed, index]), fit_sigma=False)["kl_per_dim"])
+             for index, batch in enumerate(_input_batches(inputs, batch_size, False, ""))]
+    return np.concatenate([part.reshape(len(part), -1) for part in parts]).mean(axis=0)
+
+
+def collapse_statistics_reason(model, data) -> str | None:
+    """Why active units, mutual information and marginal KL are not defined for `model`, or None.
+
+    They are defined for a Gaussian posterior (diagonal or correlated) under
+    the prior N(0, I). Example:
+
+    >>> import keras_vae as kv
+    >>> print(collapse_statistics_reason(kv.build_vae((2, 2, 1), network="mlp", latent_dim=2),
+    ...                                  np.zeros((2, 2, 2, 1), "float32")))
+    None
+    """
+    inputs = {name: value[:2] for name, value in as_inputs(model, data).items()}
+    q, p = model.posterior_distribution(inputs), model.prior_distribution(inputs)
+    if not latents.is_gaussian(q):
+        return (f"not defined for {type(model).__name__}: q(z|x) is a {type(q).__name__}, not a Gaussian "
+                "(active units, mutual information and marginal KL are computed for Gaussian posteriors)")
+    if not latents.is_standard_normal(p):
+        return (f"not defined for {type(model).__name__}: its prior is a {type(p).__name__}, not N(0, I) "
+                "(mutual information and marginal KL are computed against N(0, I))")
+    return None
 
 
 def kl_per_dimension_stats(means: np.ndarray, stddevs: np.ndarray, scale_diag: np.ndarray | None = None) -> np.ndarray:
@@ -490,11 +522,16 @@ def posterior_statistics(
     collapse_nats: float = COLLAPSE_NATS,
     seed: int | None = 0,
 ) -> dict:
-    """Posterior-collapse diagnostics of a model over `data`.
+    """Posterior-collapse diagnostics of a model of any family over `data`.
+
+    `kl_per_dim` is the model's own KL per latent dimension (flattened).
+    Active units, mutual information and marginal KL need a Gaussian
+    posterior and the prior N(0, I); for other models those entries hold the
+    reason instead (`collapse_statistics_reason`).
 
     Args:
-        model: A `VAE`.
-        data: Images or a `tf.data.Dataset`.
+        model: A `VAE` of any family.
+        data: Images (or `(images, labels)`) or a `tf.data.Dataset`.
         batch_size: Images per encoder call. Defaults to 500.
         threshold: Active-unit variance threshold. Defaults to 0.01.
         collapse_nats: A dimension whose mean KL is below this counts as
@@ -514,28 +551,31 @@ def posterior_statistics(
     >>> stats["latent_dim"], len(stats["kl_per_dim"])
     (3, 3)
     """
-    head = getattr(model, "posterior", None)
+    inputs = as_inputs(model, data)
+    seed = 0 if seed is None else seed
+    kl_by_dim = model_kl_per_dimension(model, inputs, batch_size, seed)
+    results = {
+        "kl": float(kl_by_dim.sum()),
+        "kl_per_dim": kl_by_dim.tolist(),
+        "collapsed_units": int(np.sum(kl_by_dim < collapse_nats)),
+        "latent_dim": int(kl_by_dim.size),
+    }
+    reason = collapse_statistics_reason(model, inputs)
+    if reason is not None:
+        return {**results, "active_units": reason, "mutual_information": reason, "marginal_kl": reason}
+    head = model.posterior
     if isinstance(head, WhitenedGaussian):
-        # One encoder pass: the head's mean and marginal stddevs follow from its base codes.
-        base_means, base_scales = (np.asarray(t, "float64") for t in posterior_moments(model, data, batch_size,
+        # One encoder pass: the head's mean follows from its base codes, and MI and marginal KL are
+        # exact on the base codes, whose prior is N(shift, W^-1 W^-T).
+        base_means, base_scales = (np.asarray(t, "float64") for t in posterior_moments(model, inputs, batch_size,
                                                                                       head=head.base))
         shift, whitening = (np.asarray(w.numpy(), "float64") for w in (head.shift, head.whitening))
         means = (base_means - shift) @ whitening.T
-        stddevs = np.sqrt(base_scales**2 @ (whitening**2).T)
-        kl_by_dim = kl_per_dimension_stats(means, stddevs, scale_diag=np.diag(whitening) * base_scales)
         aggregate = aggregate_posterior_kl(base_means, base_scales, seed, prior=(shift, np.linalg.inv(whitening)))
     else:
-        means, stddevs = posterior_moments(model, data, batch_size)
-        kl_by_dim = kl_per_dimension_stats(means, stddevs)
+        means, stddevs = posterior_moments(model, inputs, batch_size)
         aggregate = aggregate_posterior_kl(means, stddevs, seed)
-    return {
-        "kl": float(kl_by_dim.sum()),
-        "kl_per_dim": kl_by_dim.tolist(),
-        "active_units": active_units(means, threshold),
-        "collapsed_units": int(np.sum(kl_by_dim < collapse_nats)),
-        "latent_dim": int(means.shape[1]),
-        **aggregate,
-    }
+    return {**results, "active_units": active_units(means, threshold), **aggregate}
 
 
 # ---------------------------------------------------------------------- FID
@@ -615,31 +655,40 @@ def fid(real, generated, feature_model: Callable, batch_size: int = 500) -> floa
 
 
 # ---------------------------------------------------------------- images
-def prior_samples(model, num_samples: int, batch_size: int = 500, seed: int | None = 0) -> np.ndarray:
-    """Decoder means at z ~ p(z): `(num_samples, H, W, C)`.
+def prior_samples(model, num_samples: int, batch_size: int = 500, seed: int | None = 0, conditions=None) -> np.ndarray:
+    """Decoder means at z ~ p(z[| y]) for any family: `(num_samples, H, W, C)`.
 
-    For a plain `VAE` the draws z ~ N(0, I) are seeded by `seed`; the latent
-    families (hierarchical, Gumbel-softmax, spatial, VQ-VAE with its learned
-    prior) draw from their own prior with `model.sample`, seeded by the
-    model's seed. A `ConditionalVAE` needs labels: call its `sample(n, y)`.
+    Batch `i` draws with the noise `SeededNoise([seed, i])`.
+
+    Args:
+        model: A `VAE` of any family.
+        num_samples: How many images.
+        batch_size: Images per decoder call. Defaults to 500.
+        seed: Seed of the draws. Defaults to 0.
+        conditions: For a conditional model, `{name: values}` cycled over the
+            samples (e.g. the test labels). Defaults to None.
     """
     _check_positive("num_samples", num_samples)
-    family = _latent_family(model)
-    if family == "ConditionalVAE":
-        raise TypeError("A ConditionalVAE samples given labels: use model.sample(num_samples, y).")
-    if family is not None:
-        return np.concatenate([np.asarray(model.sample(min(batch_size, num_samples - start)))
-                               for start in range(0, num_samples, batch_size)])
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((num_samples, model.latent_dim)).astype("float32")
-    return np.concatenate([np.asarray(model.decode(z[start : start + batch_size])[0])
-                           for start in range(0, num_samples, batch_size)])
+    names = list(model.condition_specs())
+    if names and not conditions:
+        raise ValueError(f"{type(model).__name__} samples given {', '.join(names)}: pass conditions={{...}}.")
+    seed = 0 if seed is None else seed
+    images = []
+    for index, start in enumerate(range(0, num_samples, batch_size)):
+        count = min(batch_size, num_samples - start)
+        rows = np.arange(start, start + count)
+        inputs = {name: np.asarray(conditions[name])[rows % len(conditions[name])] for name in names}
+        noise = SeededNoise([seed, index])
+        z = latents.draw(model.prior_distribution(inputs), noise, count)
+        images.append(np.asarray(model.decoded(model.decoder_latent(z), inputs, noise)[0]))
+    return np.concatenate(images)
 
 
 def reconstructions(model, data, batch_size: int = 500) -> np.ndarray:
-    """Decoder means at the posterior means: `(N, H, W, C)`."""
-    x = as_array(data, getattr(model, "image_shape", None))
-    return np.concatenate([np.asarray(model.reconstruct(batch)) for batch in _batches(x, batch_size, False, "")])
+    """Decoder means at the posterior's mode: `(N, H, W, C)`."""
+    inputs = as_inputs(model, data)
+    return np.concatenate([np.asarray(model(batch, training=False))
+                           for batch in _input_batches(inputs, batch_size, False, "")])
 
 
 # ------------------------------------------------------------------ report
@@ -658,8 +707,9 @@ def report(
     """Every number of this module for one model on one image set, as a JSON-ready dict.
 
     Args:
-        model: A `VAE`.
-        data: Test images `(N, H, W, C)` in [0, 1] or a dataset.
+        model: A `VAE` of any family.
+        data: Test images `(N, H, W, C)` in [0, 1] (or `(images, labels)`,
+            an inputs dict) or a dataset.
         iwae_samples: K of the IWAE bound. Defaults to 100.
         feature_extractor: Features for FID (`feature_model.get(...)`), or
             None to skip FID. Defaults to None.
@@ -675,8 +725,9 @@ def report(
     Returns:
         A dict of nats per image, bits/dim, posterior statistics and FIDs.
     """
-    check_vector_latent(model, "keras_vae.evaluation.report")
-    x = as_array(data, getattr(model, "image_shape", None))
+    inputs = as_inputs(model, data)
+    x = inputs["x"]
+    conditions = {name: value for name, value in inputs.items() if name != "x"}
     num_dims = int(np.prod(x.shape[1:]))
     likelihood = model.likelihood
     continuous = isinstance(likelihood, Gaussian)  # a density on [0, 1]; the others are discrete
@@ -693,21 +744,22 @@ def report(
                "images: its ELBO, IWAE and bits_per_dim compare only with other Bernoulli models."
                if isinstance(likelihood, Bernoulli) else "")
         ),
-        "elbo": elbo(model, x, batch_size=batch_size, seed=seed, progress=progress),
+        "elbo": elbo(model, inputs, batch_size=batch_size, seed=seed, progress=progress),
     }
-    results["iwae"] = iwae_bound(model, x, iwae_samples, batch_size=batch_size, seed=seed, progress=progress)
+    results["iwae"] = iwae_bound(model, inputs, iwae_samples, batch_size=batch_size, seed=seed, progress=progress)
     results["iwae_samples"] = iwae_samples
     results["bits_per_dim"] = bits_per_dim(results["iwae"], num_dims)
     if dequantized_bits and continuous:
-        noisy = dequantize(x, seed=seed)
+        noisy = {**inputs, "x": dequantize(x, seed=seed)}
         log_density = iwae_bound(model, noisy, iwae_samples, batch_size=batch_size, seed=seed + 1, progress=progress)
         results["bits_per_dim_dequantized"] = bits_per_dim(log_density, num_dims, levels=256)
-    results.update(posterior_statistics(model, x, seed=seed))
+    results.update(posterior_statistics(model, inputs, seed=seed))
     if feature_extractor is not None:
         name = feature_model_name or getattr(feature_extractor, "name", type(feature_extractor).__name__)
         results["fid_feature_model"] = name
-        results["fid_prior"] = fid(x, prior_samples(model, fid_samples, seed=seed), feature_extractor)
-        results["fid_reconstruction"] = fid(x, reconstructions(model, x), feature_extractor)
+        samples = prior_samples(model, fid_samples, seed=seed, conditions=conditions)
+        results["fid_prior"] = fid(x, samples, feature_extractor)
+        results["fid_reconstruction"] = fid(x, reconstructions(model, inputs), feature_extractor)
         results["fid_images"] = {"real": len(x), "prior_samples": fid_samples, "reconstructions": len(x)}
     return results
 
@@ -764,15 +816,22 @@ def evaluate_saved_model(
                               "or pass overwrite (--overwrite).")
     if feature_model not in ("auto", "none"):
         raise ValueError(f"Expected feature_model 'auto' or 'none'. Received: feature_model={feature_model!r}")
-    model = keras.models.load_model(model_path)
-    check_vector_latent(model, "python -m keras_vae evaluate")  # before any data or feature model work
-    x = data_lib.load_arrays(dataset, split, test_fraction)
-    x = x[:max_images] if max_images else x
+    model = keras.models.load_model(model_path, safe_mode=True)
+    from keras_vae.models.vae import VAE
+
+    if not isinstance(model, VAE):
+        raise TypeError(f"{model_path} holds a {type(model).__name__}, not a keras_vae.VAE.")
+    x, y = data_lib.load_arrays(dataset, split, test_fraction, with_labels=True)
+    names = list(model.condition_specs())
+    if names and y is None:
+        raise ValueError(f"{model_path} is a {type(model).__name__}, which needs labels, but {dataset} has none.")
+    inputs = {"x": x, **({names[0]: y} if names else {})}
+    inputs = {name: value[:max_images] if max_images else value for name, value in inputs.items()}
     features = feature_model_lib.get(dataset) if feature_model == "auto" else None
-    results = report(model, x, feature_extractor=features, feature_model_name=features.name if features else None,
+    results = report(model, inputs, feature_extractor=features, feature_model_name=features.name if features else None,
                      **report_kwargs)
     results.update(model=str(model_path), dataset=dataset, split=split)
     out.mkdir(parents=True, exist_ok=True)
-    plots.model_figures(model, x, out, kl_per_dim=results["kl_per_dim"], seed=report_kwargs.get("seed", 0))
+    plots.model_figures(model, inputs, out, kl_per_dim=results["kl_per_dim"], seed=report_kwargs.get("seed", 0))
     (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -23,6 +23,7 @@ from keras_vae import (
     distribute,
     latent_centering,
     latent_whitening,
+    latents,
     likelihoods,
     models,
     networks,
@@ -184,12 +185,10 @@ def evaluate(model: VAE, x_test: np.ndarray, batch_size: int = 128, y_test=None)
     for start in range(0, len(x_test), batch_size):
         batch = x_test[start : start + batch_size]
         batch_labels = tuple(y[start : start + batch_size] for y in labels)
-        loc, _ = model.encode(batch, *batch_labels)
-        if isinstance(model, models.VLAE):
-            mean, sigma = model.decode(loc, greedy=True)  # its reconstruction, decoded pixel by pixel once
-        else:
-            mean = model.reconstruct(batch, *batch_labels)  # e.g. the Gumbel VAE's most probable codes
-            sigma = model.decode(loc, *batch_labels)[1]
+        inputs = model._as_inputs(batch, *batch_labels)
+        # The reconstruction (decoder mean at the posterior's mode) and its sigma, in one decoder pass.
+        z = model.decoder_latent(latents.mode(model.posterior_distribution(inputs)))
+        mean, sigma = model.decoded(z, inputs, greedy=True)
         reconstructions.append(np.asarray(mean))
         sigmas.append(np.asarray(sigma).mean(axis=(1, 2, 3)))
         running_elbo.append(np.asarray(model.elbo_with_running_sigma(batch, *batch_labels)))
@@ -390,7 +389,7 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
     ]
     if config.kl_warmup_steps > 0:
         run_callbacks.append(annealing.KLAnnealing(annealing.linear(config.kl_warmup_steps, end=config.beta)))
-    if isinstance(model, models.GumbelSoftmaxVAE):
+    if hasattr(model, "temperature"):  # a relaxed categorical posterior
         run_callbacks.append(annealing.TemperatureAnnealing(annealing.exponential(rate=1e-3, end=0.5)))
     if y_train is None:
         inputs = dict(x=data.pipeline(x_train, config.batch_size, seed=config.seed), shuffle=False)  # it shuffles

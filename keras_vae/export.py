@@ -1,55 +1,37 @@
-"""Export a trained `VAE` for serving: SavedModel (TF Serving layout) and TFLite (LiteRT).
+"""Export a trained VAE of any family for serving: SavedModel (TF Serving layout) and TFLite (LiteRT).
 
-`saved_model` writes `base_dir/name/version/saved_model.pb` through
-`keras.export.ExportArchive` with these signatures (`None` is the batch):
+The signatures are built from the model contract (`keras_vae.models.vae.VAE`),
+so every family and every user subclass gets them, with its own latent and
+its own inputs (`model.input_specs()`, `model.latent_spec()`; `None` is the
+batch; a conditional model's signatures all take its conditions, e.g. `y`,
+after their first input):
 
-- `decode(z: (None, latent_dim)) -> {mean, sigma}`: the decoder mean and the
-  calibrated decoder sigma of the trained model, broadcast to
-  `(None, H, W, C)`; a Bernoulli decoder returns `{mean, probs}` instead.
-  `serving_default` is `decode`.
-- `encode(x: (None, H, W, C)) -> {mean, stddev}`: q(z|x), `(None, latent_dim)` each.
+- `decode(z) -> {mean, sigma}`: the decoder mean and the calibrated decoder
+  sigma of the trained model (`{mean, probs}` for a Bernoulli decoder; an
+  autoregressive decoder draws its images pixel by pixel). `serving_default`
+  is `decode`.
+- `encode(x) -> {mean, stddev}` of q(z|x) (plus `scale_tril` for a
+  correlated posterior, `indices` for a VQ code map, `mean_z2, stddev_z2`
+  for the upper level of a two-level model).
 - `sample(num_samples: (1,) int32) -> {images}`: decoder means at
-  `num_samples[0]` fresh draws z ~ N(0, I) (`tf.random.normal`, new every call).
-- `reconstruct(x) -> {mean}`: the decoder mean at the posterior mean.
-- `elbo(x) -> {elbo}`: a one-sample ELBO estimate of each image in nats, with
-  the model's running (calibrated) sigma, so scores do not depend on the
-  batch (`VAE.elbo_with_running_sigma`).
+  `num_samples[0]` fresh draws z ~ p(z).
+- `reconstruct(x) -> {mean}`: the decoder mean at the posterior's mode.
+- `elbo(x) -> {elbo}`: a one-sample ELBO estimate of each image in nats,
+  with the model's running (calibrated) sigma, so scores do not depend on
+  the batch: `VAE.compute_terms(..., fit_sigma=False)`, the same function the
+  model trains with.
+- whatever `model.extra_signatures` adds (the VQ-VAE's `decode_indices`).
 
-The latent families export the same names with their own latents and
-inputs (`signature_functions` picks the builder registered for the model's
-exact class; `VLAE` and user subclasses are refused with a TypeError):
-
-- `HierarchicalVAE`: `decode(z1: (None, latent_dims[0]))`; `encode(x)` adds
-  `{mean_z2, stddev_z2}` of q(z2|x) to q(z1|x, z2 = E[z2|x])'s
-  `{mean, stddev}`; `sample` draws z2 ~ N(0, I), then z1 ~ p(z1|z2); `elbo`
-  has one KL per level.
-- `GumbelSoftmaxVAE`: z is one-hot codes flattened to
-  `(None, num_variables * num_classes)`; `encode -> {mean, stddev}` are q's
-  class probabilities; `sample` decodes uniformly drawn codes; `reconstruct`
-  the most probable code; `elbo` an exact (Gumbel-max) categorical draw.
-- `ConditionalVAE`: every signature also takes `y`, int32 labels `(None,)`
-  (or float vectors `(None, condition_dim)` when not categorical): one row
-  per input, or one row for the whole batch (`sample(num_samples, y)`).
-- `SpatialVAE`: z is a map `(None, *latent_shape)` in `decode`, `encode`
-  and `sample`.
-- `VQVAE`: `decode(z: (None, h, w, D))`, plus `decode_indices(indices:
-  (None, h, w) int32)`; `encode -> {mean (z_q), stddev (zeros), indices}`;
-  `sample` draws an index map from the PixelCNN prior position by position
-  (a `tf.while_loop` of `Multinomial` draws); `elbo` is deterministic,
-  log p(x|z_q) + log prior(indices).
-
-Random draws use the ops of `tf.random.normal`, `tf.random.uniform` and
-`tf.random.categorical` with seeds (0, 0): fresh on every call.
+Random draws come from `keras_vae.noise.FreshNoise` (the ops of
+`tf.random.normal` / `tf.random.uniform` with seeds (0, 0)): fresh on every
+call, and TFLite builtins.
 
 `tflite` converts chosen signatures to one `.tflite` file with TFLite builtin
 ops only (what the Python LiteRT runtime runs), optionally float16 or
 dynamic-range quantized; `litert_runner` runs one with input checks. Both
 exports use `serving_decoder`: the decoder with its transposed convolutions
-rewritten as convolution + `depth_to_space`, the same function but ~5x
-faster in LiteRT (`benchmarks/results/serving.md`). Every signature of
-every family above converts (the VQ-VAE's sampling loop as a TFLite
-`WHILE`); a signature that needs TensorFlow-only ops fails with a
-ValueError that names it and the ops.
+rewritten as convolution + `depth_to_space`. A signature that needs
+TensorFlow-only ops fails with a ValueError that names it and the ops.
 
 Example:
 
@@ -74,24 +56,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae.likelihoods import Bernoulli
-from keras_vae.models.conditional import ConditionalVAE
-from keras_vae.models.gumbel import GumbelSoftmaxVAE, kl_to_uniform
-from keras_vae.models.hierarchical import HierarchicalVAE
-from keras_vae.models.spatial import SpatialVAE
+from keras_vae import latents
 from keras_vae.models.vae import VAE
-from keras_vae.models.vqvae import VQVAE
-from keras_vae.posteriors import kl_per_dimension
+from keras_vae.noise import FreshNoise, Noise
+from keras_vae.serving_decoder import serving_decoder
 
-# The plain VAE's signatures; every model family exports these names
-# (`VQVAE` adds `decode_indices`).
+# The signatures every model exports (`extra_signatures` may add more).
 SIGNATURES = ("decode", "encode", "sample", "reconstruct", "elbo")
 QUANTIZATIONS = (None, "float16", "dynamic")
-
-# {model class: builder(model, decoder) -> {name: (fn, input_signature)}},
-# filled by `_signatures_for` below. Keyed by the exact class: a subclass
-# may change the latents or the inputs, so it needs its own entry.
-_FAMILIES: dict[type, Callable] = {}
+_COUNT = tf.TensorSpec((1,), tf.int32, name="num_samples")
 
 
 # ------------------------------------------------------------------ checks
@@ -109,21 +82,12 @@ def check_exportable(model, allow_untrained: bool = False) -> VAE:
         allow_untrained: Export a model without optimizer steps. Defaults to False.
 
     Raises:
-        TypeError: If `model` is not a `keras_vae.VAE`, or is a class without
-            export signatures (`VLAE`, whose decoder samples pixel by pixel,
-            or a user subclass: its posterior, latents or inputs may differ).
+        TypeError: If `model` is not a `keras_vae.VAE` (of any family).
         ValueError: If it is not built, is an untrained optimal-sigma model,
             or never trained and not `allow_untrained`.
     """
     if not isinstance(model, VAE):
         raise TypeError(f"Expected a keras_vae.VAE. Received: model of type {type(model).__name__}")
-    if type(model) not in _FAMILIES:
-        # Subclasses change the posterior, the latent shape or the inputs
-        # (labels, codebooks): another family's signatures would silently be wrong.
-        supported = ", ".join(sorted(cls.__name__ for cls in _FAMILIES))
-        raise TypeError(
-            f"keras_vae.export has no signatures for {type(model).__name__}; it exports {supported}."
-        )
     if not model.built or not model.likelihood.built or not model.posterior.built:
         raise ValueError("The VAE is not built: build it (or call it on a batch of images) before exporting.")
     optimal = getattr(model.likelihood, "optimal_sigma", None)
@@ -157,16 +121,6 @@ def _check_name(name) -> str:
 
 
 # -------------------------------------------------------------- signatures
-def _fresh_normal(shape):
-    """`tf.random.normal`'s op with seed=0, seed2=0: fresh noise in every loaded process.
-
-    `tf.random.normal` would bake in op seeds derived from a global seed
-    (`keras.utils.set_random_seed`), so every restarted server would replay
-    the same draws; seeds (0, 0) ask TensorFlow and LiteRT for random seeds.
-    """
-    return tf.raw_ops.RandomStandardNormal(shape=shape, dtype=tf.float32, seed=0, seed2=0)
-
-
 def _checked(tensor, spec: tf.TensorSpec):
     """Adds an in-graph check that `tensor` has the shape of `spec` (any batch).
 
@@ -189,135 +143,90 @@ def _checked(tensor, spec: tf.TensorSpec):
         return tf.identity(tensor)
 
 
-def _kernel_as_conv(kernel: np.ndarray, stride: int) -> np.ndarray:
-    """A `Conv2DTranspose` kernel `(k, k, out, in)` -> the equivalent `Conv2D` kernel.
-
-    With m = k / stride odd and "same" padding, output pixel
-    `(stride*i + a, stride*j + b)` of the transposed convolution is a stride-1
-    m x m convolution of the input around `(i, j)` using the taps
-    `kernel[stride*(m-1) - stride*u + a, stride*(m-1) - stride*v + b]`; stacking
-    the `stride**2` phases as channels `(a*stride + b)*out + c` makes
-    `depth_to_space(stride)` put them back in place.
-    """
-    size, _, filters, channels = kernel.shape
-    m = size // stride
-    out = np.empty((m, m, channels, stride * stride * filters), kernel.dtype)
-    for u in range(m):
-        for v in range(m):
-            for a in range(stride):
-                for b in range(stride):
-                    phase = (a * stride + b) * filters
-                    tap = kernel[stride * (m - 1 - u) + a, stride * (m - 1 - v) + b]  # (filters, channels)
-                    out[u, v, :, phase : phase + filters] = tap.T
-    return out
-
-
-class _TransposedAsConv(keras.layers.Layer):
-    """A snapshot of a `Conv2DTranspose` as `Conv2D` + `depth_to_space`: same outputs, faster.
-
-    TFLite runs a transposed convolution whose output shape depends on the
-    batch (a `None` batch) outside the XNNPACK delegate; a plain convolution
-    and `depth_to_space` run inside it (0.6 ms instead of 1.8 ms for the conv
-    decoder at batch 1 on our 2-core machine). Export-only: not serialisable.
-    """
-
-    def __init__(self, source: keras.layers.Conv2DTranspose):
-        super().__init__(name=f"{source.name}_as_conv", dtype=source.dtype_policy)
-        self.source = source
-        self.stride = source.strides[0]
-        self.conv = keras.layers.Conv2D(
-            self.stride**2 * source.filters, source.kernel_size[0] // self.stride,
-            padding="same", use_bias=source.use_bias, dtype=source.dtype_policy,
-        )
-
-    def build(self, input_shape):
-        self.conv.build(input_shape)
-        weights = [_kernel_as_conv(keras.ops.convert_to_numpy(self.source.kernel), self.stride)]
-        if self.source.use_bias:
-            weights.append(np.tile(keras.ops.convert_to_numpy(self.source.bias), self.stride**2))
-        self.conv.set_weights(weights)
-
-    def call(self, inputs):
-        outputs = self.conv(inputs)
-        if self.stride > 1:
-            outputs = tf.nn.depth_to_space(outputs, self.stride)
-        return self.source.activation(outputs)
-
-    def compute_output_shape(self, input_shape):
-        return self.source.compute_output_shape(input_shape)
-
-
-def _rewritable(layer) -> bool:
-    if not isinstance(layer, keras.layers.Conv2DTranspose):
-        return False
-    (height, width), (stride_h, stride_w) = layer.kernel_size, layer.strides
-    return (
-        height == width and stride_h == stride_w and height % stride_h == 0 and (height // stride_h) % 2 == 1
-        and layer.padding == "same" and tuple(layer.dilation_rate) == (1, 1)
-        and layer.data_format == "channels_last" and layer.output_padding is None
+def _num_samples(num_samples):
+    """The `n` of a `num_samples = [n]` input, checked in-graph (shape `(1,)`, n >= 1)."""
+    num_samples = _checked(num_samples, _COUNT)
+    positive = tf.debugging.Assert(
+        num_samples[0] > 0, ["Expected num_samples to be [n] with n >= 1. Received:", num_samples]
     )
+    with tf.control_dependencies([positive]):
+        return tf.identity(num_samples[0])
 
 
-def serving_decoder(decoder: keras.Model) -> keras.Model:
-    """The decoder to export: same function, transposed convolutions as convolutions.
+def _with_named_arguments(body: Callable, names: list[str]) -> Callable:
+    """`body(*tensors)` as a function whose parameters are `names` (the signature's input names)."""
+    namespace = {"body": body}
+    exec(f"def fn({', '.join(names)}):\n    return body({', '.join(names)})", namespace)  # noqa: S102 - names are specs'
+    return namespace["fn"]
 
-    Every "same"-padded `Conv2DTranspose` with square kernel k and stride s
-    where k / s is an odd integer (the conv network's k6/s2 and k5/s1) becomes
-    a `Conv2D` with kernel k / s and s**2 times the filters followed by
-    `depth_to_space(s)`, which is exactly the same linear map (outputs agree
-    to float rounding, ~1e-7). Other layers are shared, not copied; other
-    decoders (not functional, or with nothing to rewrite) come back as they are.
 
-    Returns:
-        A functional `keras.Model` with the decoder's inputs and outputs.
+def signature_functions(model: VAE, decoder: keras.Model | None = None,
+                        noise: Callable[[], Noise] = FreshNoise) -> dict[str, tuple]:
+    """The exported functions of any `VAE`: `{name: (fn, input_signature)}`, `decode` first.
+
+    Each function checks its input shapes in-graph, runs the model's
+    contract hooks (with `decoder` in place of `model.decoder`) and returns a
+    dict of named tensors.
+
+    Args:
+        model: A `keras_vae.VAE` of any family.
+        decoder: The decoder to serve. Defaults to `serving_decoder(model.decoder)`.
+        noise: A function returning the `Noise` of one call. Defaults to
+            `FreshNoise` (new draws every call); a `SeededNoise` maker gives
+            reproducible graphs (not TFLite: stateless ops).
     """
-    if not isinstance(decoder, keras.Model) or not any(_rewritable(layer) for layer in decoder.layers):
-        return decoder
-    try:
-        return keras.models.clone_model(
-            decoder, clone_function=lambda layer: _TransposedAsConv(layer) if _rewritable(layer) else layer
-        )
-    except (ValueError, TypeError, NotImplementedError):  # a subclassed decoder: export it as it is
-        return decoder
-
-
-def _signatures_for(model_class: type):
-    """Registers `builder(model, decoder) -> {name: (fn, input_signature)}` for `model_class`."""
-
-    def register(builder):
-        _FAMILIES[model_class] = builder
-        return builder
-
-    return register
-
-
-def signature_functions(model: VAE, decoder: keras.Model | None = None) -> dict[str, tuple]:
-    """The exported functions: `{name: (fn, input_signature)}`, `decode` first.
-
-    Each model family has its own builder (registered with `_signatures_for`,
-    listed in the module docstring); all export `decode`, `encode`,
-    `sample`, `reconstruct` and `elbo`.
-
-    The decoder is `serving_decoder(model.decoder)`: the same function with
-    its transposed convolutions rewritten as convolutions (faster, above all
-    in TFLite).
-
-    Each function checks its input shape in-graph and returns a dict of
-    named tensors. Random draws use `RandomStandardNormal` (the op of
-    `tf.random.normal`, a TFLite builtin), `RandomUniform` or `Multinomial`
-    with seeds (0, 0), never `keras.random`.
-
-    The `elbo` signature is a one-sample estimate, like `VAE.elbo`: z is
-    drawn from q(z|x) with fresh `tf.random.normal` noise on every call (so
-    repeated calls differ by the Monte-Carlo noise; average several calls, or
-    send the image several times in one batch, for a steadier score), and
-    p(x|z) uses the running (calibrated) sigma, so an image's score does not
-    depend on the other images in the batch.
-    """
-    if type(model) not in _FAMILIES:
-        check_exportable(model)  # raises the TypeError that names the supported classes
     decoder = serving_decoder(model.decoder) if decoder is None else decoder
-    return _FAMILIES[type(model)](model, decoder)
+    image_spec, *_ = model.input_specs().values()
+    conditions = model.condition_specs()
+    names = list(conditions)
+
+    def served(body, first: str, first_spec: tf.TensorSpec):
+        def run(first_value, *condition_values):
+            with model.substituted(decoder=decoder):
+                inputs = {name: _checked(value, conditions[name])
+                          for name, value in zip(names, condition_values, strict=True)}
+                return body(first_value, inputs)
+
+        return _with_named_arguments(run, [first, *names]), [first_spec, *conditions.values()]
+
+    def decoded_outputs(z, inputs, source=None):
+        mean, stddev = model.decoded(z, inputs, source or noise())
+        return model.likelihood.served_outputs(mean, stddev)
+
+    def decode(z, inputs):
+        return decoded_outputs(_checked(z, model.latent_spec()), inputs)
+
+    def encode(x, inputs):
+        return latents.summary(model.posterior_distribution({"x": _checked(x, image_spec), **inputs}))
+
+    def sample(num_samples, inputs):
+        source = noise()
+        z = latents.draw(model.prior_distribution(inputs), source, _num_samples(num_samples))
+        return {"images": model.decoded(model.decoder_latent(z), inputs, source)[0]}
+
+    def reconstruct(x, inputs):
+        inputs = {"x": _checked(x, image_spec), **inputs}
+        z = model.decoder_latent(latents.mode(model.posterior_distribution(inputs)))
+        return {"mean": model.decoded(z, inputs, noise(), greedy=True)[0]}
+
+    def elbo(x, inputs):
+        inputs = {"x": _checked(x, image_spec), **inputs}
+        return {"elbo": model.compute_terms(inputs, noise(), fit_sigma=False)["elbo_per_image"]}
+
+    functions = {
+        "decode": served(decode, "z", model.latent_spec()),
+        "encode": served(encode, "x", image_spec),
+        "sample": served(sample, "num_samples", _COUNT),
+        "reconstruct": served(reconstruct, "x", image_spec),
+        "elbo": served(elbo, "x", image_spec),
+    }
+    for name, (fn, specs) in model.extra_signatures(decoded_outputs, _checked).items():
+        def run(*args, fn=fn):
+            with model.substituted(decoder=decoder):
+                return fn(*args)
+
+        functions[name] = (_with_named_arguments(run, [spec.name for spec in specs]), specs)
+    return functions
 
 
 def signature_names(model: VAE) -> tuple[str, ...]:
@@ -332,397 +241,12 @@ def signature_names(model: VAE) -> tuple[str, ...]:
     return tuple(signature_functions(model))
 
 
-@_signatures_for(VAE)
-def _vae_signatures(model: VAE, decoder: keras.Model) -> dict[str, tuple]:
-    height, width, channels = model.image_shape
-    images = tf.TensorSpec((None, height, width, channels), tf.float32, name="x")
-    latents = tf.TensorSpec((None, model.latent_dim), tf.float32, name="z")
-    count = tf.TensorSpec((1,), tf.int32, name="num_samples")
-
-    def decode(z):
-        return _decoded(model, decoder(_checked(z, latents), training=False))
-
-    def encode(x):
-        mean, stddev = model.posterior(model.encoder(_checked(x, images), training=False))
-        return {"mean": mean, "stddev": stddev}
-
-    def sample(num_samples):
-        num_samples = _checked(num_samples, count)
-        positive = tf.debugging.Assert(
-            num_samples[0] > 0, ["Expected num_samples to be [n] with n >= 1. Received:", num_samples]
-        )
-        with tf.control_dependencies([positive]):
-            z = _fresh_normal(tf.stack([num_samples[0], model.latent_dim]))
-        return {"images": model.likelihood.mean(decoder(z, training=False))}
-
-    def reconstruct(x):
-        mean, _ = model.posterior(model.encoder(_checked(x, images), training=False))
-        return {"mean": model.likelihood.mean(decoder(mean, training=False))}
-
-    def elbo(x):
-        x = _checked(x, images)
-        q = model.posterior.distribution(model.encoder(x, training=False))
-        z = q.loc + q.scale.matvec(_fresh_normal(tf.shape(q.loc)))  # diagonal or lower-triangular scale
-        log_likelihood = model.likelihood.distribution(decoder(z, training=False)).log_prob(x)
-        return {"elbo": log_likelihood - tf.reduce_sum(kl_per_dimension(q), axis=-1)}
-
-    return {
-        "decode": (decode, [latents]),
-        "encode": (encode, [images]),
-        "sample": (sample, [count]),
-        "reconstruct": (reconstruct, [images]),
-        "elbo": (elbo, [images]),
-    }
-
-
-# ------------------------------------------------- latent families' signatures
-_COUNT = tf.TensorSpec((1,), tf.int32, name="num_samples")
-
-
-def _image_spec(model: VAE) -> tf.TensorSpec:
-    return tf.TensorSpec((None, *model.image_shape), tf.float32, name="x")
-
-
-def _fresh_uniform(shape):
-    """U(0, 1) noise with `tf.random.uniform`'s op, seeds (0, 0): fresh in every process (see `_fresh_normal`)."""
-    return tf.raw_ops.RandomUniform(shape=shape, dtype=tf.float32, seed=0, seed2=0)
-
-
-def _num_samples(num_samples):
-    """The `n` of a `num_samples = [n]` input, checked in-graph (shape `(1,)`, n >= 1)."""
-    num_samples = _checked(num_samples, _COUNT)
-    positive = tf.debugging.Assert(
-        num_samples[0] > 0, ["Expected num_samples to be [n] with n >= 1. Received:", num_samples]
-    )
-    with tf.control_dependencies([positive]):
-        return tf.identity(num_samples[0])
-
-
-def _decoded(model: VAE, params) -> dict:
-    """`decode`'s outputs: `{mean, sigma}`, or `{mean, probs}` for a Bernoulli decoder."""
-    mean = model.likelihood.mean(params)
-    if isinstance(model.likelihood, Bernoulli):
-        return {"mean": mean, "probs": mean}
-    return {"mean": mean, "sigma": model.likelihood.stddev(params)}
-
-
-def _kl_normal(loc_q, scale_q, loc_p=0.0, scale_p=1.0):
-    """KL(N(loc_q, scale_q**2) || N(loc_p, scale_p**2)) per dimension, in closed form."""
-    return (
-        tf.math.log(scale_p / scale_q)
-        + (tf.square(scale_q) + tf.square(loc_q - loc_p)) / (2.0 * tf.square(scale_p))
-        - 0.5
-    )
-
-
-def _sum_per_image(values):
-    """Sums `(batch, ...)` over all but the batch axis."""
-    return tf.reduce_sum(tf.reshape(values, (tf.shape(values)[0], -1)), axis=-1)
-
-
-def _in_range(indices, size: int, name: str):
-    """`indices` with an in-graph check that they lie in `[0, size)`."""
-    check = tf.debugging.Assert(
-        tf.reduce_all((indices >= 0) & (indices < size)),
-        [f"Expected {name} in [0, {size}). Received:", indices],
-    )
-    with tf.control_dependencies([check]):
-        return tf.identity(indices)
-
-
-@_signatures_for(HierarchicalVAE)
-def _hierarchical_signatures(model: HierarchicalVAE, decoder: keras.Model) -> dict[str, tuple]:
-    """`decode(z1)`, `encode(x) -> {mean, stddev}` of q(z1|x, z2 = E[z2|x]) and
-    `{mean_z2, stddev_z2}` of q(z2|x); `sample` draws z2 ~ N(0, I), then z1 ~ p(z1|z2)."""
-    images = _image_spec(model)
-    z1_spec = tf.TensorSpec((None, model.latent_dims[0]), tf.float32, name="z1")
-
-    def levels(x):
-        features = model.encoder(x, training=False)
-        loc2, scale2 = model.posterior(features)
-        return features, (loc2, scale2)
-
-    def decode(z1):
-        return _decoded(model, decoder(_checked(z1, z1_spec), training=False))
-
-    def encode(x):
-        features, (loc2, scale2) = levels(_checked(x, images))
-        loc1, scale1 = model._posterior_z1(features, loc2)
-        return {"mean": loc1, "stddev": scale1, "mean_z2": loc2, "stddev_z2": scale2}
-
-    def sample(num_samples):
-        z2 = _fresh_normal(tf.stack([_num_samples(num_samples), model.latent_dims[1]]))
-        loc1, scale1 = model._prior_z1(z2)
-        z1 = loc1 + scale1 * _fresh_normal(tf.shape(loc1))
-        return {"images": model.likelihood.mean(decoder(z1, training=False))}
-
-    def reconstruct(x):
-        features, (loc2, _) = levels(_checked(x, images))
-        loc1, _ = model._posterior_z1(features, loc2)
-        return {"mean": model.likelihood.mean(decoder(loc1, training=False))}
-
-    def elbo(x):
-        x = _checked(x, images)
-        features, (loc2, scale2) = levels(x)
-        z2 = loc2 + scale2 * _fresh_normal(tf.shape(loc2))
-        prior_loc1, prior_scale1 = model._prior_z1(z2)
-        loc1, scale1 = model._posterior_z1(features, z2)
-        z1 = loc1 + scale1 * _fresh_normal(tf.shape(loc1))
-        log_likelihood = model.likelihood.distribution(decoder(z1, training=False)).log_prob(x)
-        kl_z1 = _sum_per_image(_kl_normal(loc1, scale1, prior_loc1, prior_scale1))
-        return {"elbo": log_likelihood - kl_z1 - _sum_per_image(_kl_normal(loc2, scale2))}
-
-    return {
-        "decode": (decode, [z1_spec]),
-        "encode": (encode, [images]),
-        "sample": (sample, [_COUNT]),
-        "reconstruct": (reconstruct, [images]),
-        "elbo": (elbo, [images]),
-    }
-
-
-@_signatures_for(GumbelSoftmaxVAE)
-def _gumbel_signatures(model: GumbelSoftmaxVAE, decoder: keras.Model) -> dict[str, tuple]:
-    """Codes are one-hot vectors flattened to `(None, num_variables * num_classes)`:
-    `encode(x) -> {mean, stddev}` gives q's class probabilities; `sample` decodes
-    uniformly drawn one-hot codes; `reconstruct` the most probable code; `elbo`
-    an exact categorical draw (Gumbel-max) with the KL to the uniform prior."""
-    images = _image_spec(model)
-    codes_spec = tf.TensorSpec((None, model.latent_dim), tf.float32, name="z")
-
-    def one_hot(scores):  # (batch, variables, classes) -> flat one-hot codes of the argmax
-        classes = tf.argmax(scores, axis=-1, output_type=tf.int32)
-        return tf.reshape(tf.one_hot(classes, model.num_classes), (-1, model.latent_dim))
-
-    def logits(x):
-        return model.posterior.logits(model.encoder(x, training=False))
-
-    def decode(z):
-        return _decoded(model, decoder(_checked(z, codes_spec), training=False))
-
-    def encode(x):
-        mean, stddev = model.posterior(model.encoder(_checked(x, images), training=False))
-        return {"mean": mean, "stddev": stddev}
-
-    def sample(num_samples):
-        # The argmax of i.i.d. uniforms is a uniformly drawn class: a draw of the prior.
-        shape = tf.stack([_num_samples(num_samples), model.num_variables, model.num_classes])
-        return {"images": model.likelihood.mean(decoder(one_hot(_fresh_uniform(shape)), training=False))}
-
-    def reconstruct(x):
-        return {"mean": model.likelihood.mean(decoder(one_hot(logits(_checked(x, images))), training=False))}
-
-    def elbo(x):
-        x = _checked(x, images)
-        scores = logits(x)
-        gumbel = -tf.math.log(-tf.math.log(_fresh_uniform(tf.shape(scores)) + 1e-20) + 1e-20)
-        params = decoder(one_hot(scores + gumbel), training=False)
-        log_likelihood = model.likelihood.distribution(params).log_prob(x)
-        return {"elbo": log_likelihood - tf.reduce_sum(kl_to_uniform(scores), axis=-1)}
-
-    return {
-        "decode": (decode, [codes_spec]),
-        "encode": (encode, [images]),
-        "sample": (sample, [_COUNT]),
-        "reconstruct": (reconstruct, [images]),
-        "elbo": (elbo, [images]),
-    }
-
-
-def _condition_spec(model: ConditionalVAE) -> tf.TensorSpec:
-    if model.categorical:
-        return tf.TensorSpec((None,), tf.int32, name="y")
-    return tf.TensorSpec((None, model.condition_dim), tf.float32, name="y")
-
-
-@_signatures_for(ConditionalVAE)
-def _conditional_signatures(model: ConditionalVAE, decoder: keras.Model) -> dict[str, tuple]:
-    """Every signature also takes `y`: int32 labels `(None,)` (categorical) or
-    float vectors `(None, condition_dim)`, one row per image / latent / sample,
-    or a single row for all of them."""
-    images = _image_spec(model)
-    latents = tf.TensorSpec((None, model.latent_dim), tf.float32, name="z")
-    y_spec = _condition_spec(model)
-
-    def condition(y, rows):
-        """y as float vectors `(rows, condition_dim)`."""
-        y = _checked(y, y_spec)
-        count = tf.shape(y)[0]
-        checks = [
-            tf.debugging.Assert(
-                tf.logical_or(tf.equal(count, 1), tf.equal(count, rows)),
-                ["Expected y with one row, or one row per input. Received rows, expected:", count, rows],
-            )
-        ]
-        with tf.control_dependencies(checks):
-            vectors = (
-                tf.one_hot(_in_range(y, model.condition_dim, "labels y"), model.condition_dim)
-                if model.categorical
-                else tf.identity(y)
-            )
-        return tf.broadcast_to(vectors, tf.stack([rows, model.condition_dim]))
-
-    def posterior(x, y):
-        x = _checked(x, images)
-        y_vec = condition(y, tf.shape(x)[0])
-        return model.posterior(model._features(x, y_vec, False)), y_vec
-
-    def decode_params(z, y_vec):
-        return decoder(tf.concat([z, y_vec], axis=-1), training=False)
-
-    def decode(z, y):
-        z = _checked(z, latents)
-        return _decoded(model, decode_params(z, condition(y, tf.shape(z)[0])))
-
-    def encode(x, y):
-        (mean, stddev), _ = posterior(x, y)
-        return {"mean": mean, "stddev": stddev}
-
-    def sample(num_samples, y):
-        count = _num_samples(num_samples)
-        z = _fresh_normal(tf.stack([count, model.latent_dim]))
-        return {"images": model.likelihood.mean(decode_params(z, condition(y, count)))}
-
-    def reconstruct(x, y):
-        (mean, _), y_vec = posterior(x, y)
-        return {"mean": model.likelihood.mean(decode_params(mean, y_vec))}
-
-    def elbo(x, y):
-        (loc, scale), y_vec = posterior(x, y)
-        z = loc + scale * _fresh_normal(tf.shape(loc))
-        log_likelihood = model.likelihood.distribution(decode_params(z, y_vec)).log_prob(_checked(x, images))
-        return {"elbo": log_likelihood - _sum_per_image(_kl_normal(loc, scale))}
-
-    return {
-        "decode": (decode, [latents, y_spec]),
-        "encode": (encode, [images, y_spec]),
-        "sample": (sample, [_COUNT, y_spec]),
-        "reconstruct": (reconstruct, [images, y_spec]),
-        "elbo": (elbo, [images, y_spec]),
-    }
-
-
-@_signatures_for(SpatialVAE)
-def _spatial_signatures(model: SpatialVAE, decoder: keras.Model) -> dict[str, tuple]:
-    """Latents are maps `(None, *model.latent_shape)`: `decode(z)`, `encode(x) -> {mean, stddev}` maps."""
-    images = _image_spec(model)
-    latents = tf.TensorSpec((None, *model.latent_shape), tf.float32, name="z")
-
-    def posterior(x):
-        return model.posterior(model.encoder(x, training=False))
-
-    def decode(z):
-        return _decoded(model, decoder(_checked(z, latents), training=False))
-
-    def encode(x):
-        mean, stddev = posterior(_checked(x, images))
-        return {"mean": mean, "stddev": stddev}
-
-    def sample(num_samples):
-        z = _fresh_normal(tf.concat([[_num_samples(num_samples)], model.latent_shape], axis=0))
-        return {"images": model.likelihood.mean(decoder(z, training=False))}
-
-    def reconstruct(x):
-        mean, _ = posterior(_checked(x, images))
-        return {"mean": model.likelihood.mean(decoder(mean, training=False))}
-
-    def elbo(x):
-        x = _checked(x, images)
-        loc, scale = posterior(x)
-        z = loc + scale * _fresh_normal(tf.shape(loc))
-        log_likelihood = model.likelihood.distribution(decoder(z, training=False)).log_prob(x)
-        return {"elbo": log_likelihood - _sum_per_image(_kl_normal(loc, scale))}
-
-    return {
-        "decode": (decode, [latents]),
-        "encode": (encode, [images]),
-        "sample": (sample, [_COUNT]),
-        "reconstruct": (reconstruct, [images]),
-        "elbo": (elbo, [images]),
-    }
-
-
-@_signatures_for(VQVAE)
-def _vqvae_signatures(model: VQVAE, decoder: keras.Model) -> dict[str, tuple]:
-    """Latents are quantised maps `(None, h, w, D)`; also `decode_indices(indices: (None, h, w) int32)`.
-
-    `encode(x) -> {mean, stddev, indices}`: z_q, zeros (a point-mass
-    posterior) and the code index map. `sample` draws an index map from the
-    PixelCNN prior one position at a time (a `tf.while_loop` of `Multinomial`
-    draws) and decodes it. `elbo` is deterministic:
-    log p(x|z_q) + log prior(indices).
-    """
-    images = _image_spec(model)
-    height, width, depth = model.latent_shape
-    latents = tf.TensorSpec((None, *model.latent_shape), tf.float32, name="z")
-    index_spec = tf.TensorSpec((None, height, width), tf.int32, name="indices")
-    positions = height * width
-
-    def quantized(x):
-        # `VectorQuantizer.nearest_codes` with `tf.argmin`: Keras' argmin adds
-        # a BitwiseAnd (for -0.0), which is not a TFLite builtin.
-        z_e = model.quantizer.project(model.encoder(x, training=False))
-        flat = tf.reshape(z_e, (-1, depth))
-        codebook = tf.convert_to_tensor(model.quantizer.codebook)
-        distances = (
-            tf.reduce_sum(tf.square(flat), axis=1, keepdims=True)
-            - 2.0 * tf.matmul(flat, codebook, transpose_b=True)
-            + tf.reduce_sum(tf.square(codebook), axis=1)[None, :]
-        )
-        indices = tf.reshape(tf.argmin(distances, axis=1, output_type=tf.int32), (-1, height, width))
-        return indices, model.quantizer.lookup(indices)
-
-    def decode(z):
-        return _decoded(model, decoder(_checked(z, latents), training=False))
-
-    def decode_indices(indices):
-        indices = _in_range(_checked(indices, index_spec), model.num_codes, "code indices")
-        return _decoded(model, decoder(model.quantizer.lookup(indices), training=False))
-
-    def encode(x):
-        indices, z_q = quantized(_checked(x, images))
-        return {"mean": z_q, "stddev": tf.zeros_like(z_q), "indices": indices}
-
-    def sample(num_samples):
-        def draw(position, indices):
-            logits = tf.reshape(model.prior_logits(indices), (-1, positions, model.num_codes))
-            code = tf.raw_ops.Multinomial(
-                logits=tf.gather(logits, position, axis=1), num_samples=1, seed=0, seed2=0, output_dtype=tf.int32
-            )
-            here = tf.reshape(tf.one_hot(position, positions, dtype=tf.int32), (1, height, width))
-            return position + 1, indices * (1 - here) + code[:, :, None] * here
-
-        start = tf.zeros(tf.stack([_num_samples(num_samples), height, width]), tf.int32)
-        _, indices = tf.while_loop(lambda position, _: position < positions, draw, (tf.constant(0), start))
-        z_q = model.quantizer.lookup(tf.ensure_shape(indices, (None, height, width)))
-        return {"images": model.likelihood.mean(decoder(z_q, training=False))}
-
-    def reconstruct(x):
-        _, z_q = quantized(_checked(x, images))
-        return {"mean": model.likelihood.mean(decoder(z_q, training=False))}
-
-    def elbo(x):
-        x = _checked(x, images)
-        indices, z_q = quantized(x)
-        log_likelihood = model.likelihood.distribution(decoder(z_q, training=False)).log_prob(x)
-        return {"elbo": log_likelihood + model.prior_log_prob(indices)}
-
-    return {
-        "decode": (decode, [latents]),
-        "encode": (encode, [images]),
-        "sample": (sample, [_COUNT]),
-        "reconstruct": (reconstruct, [images]),
-        "elbo": (elbo, [images]),
-        "decode_indices": (decode_indices, [index_spec]),
-    }
-
-
-def _archive(model: VAE, signatures=None) -> keras.export.ExportArchive:
+def _archive(model: VAE, signatures=None, noise: Callable[[], Noise] = FreshNoise) -> keras.export.ExportArchive:
     # Nothing is `track`ed by hand: `add_endpoint` keeps exactly the variables
     # the signatures use, so the original transposed-convolution kernels (the
     # serving decoder replaces them) are not stored twice.
     archive = keras.export.ExportArchive()
-    functions = signature_functions(model)
+    functions = signature_functions(model, noise=noise)
     for name in functions if signatures is None else signatures:  # the first is also `serving_default`
         fn, input_signature = functions[name]
         archive.add_endpoint(name, fn, input_signature=input_signature)
@@ -743,7 +267,13 @@ def _check_signatures(signatures, available=SIGNATURES) -> tuple[str, ...]:
 
 # -------------------------------------------------------------- SavedModel
 def saved_model(
-    model: VAE, base_dir, name: str = "vae", version: int = 1, overwrite: bool = False, allow_untrained: bool = False
+    model: VAE,
+    base_dir,
+    name: str = "vae",
+    version: int = 1,
+    overwrite: bool = False,
+    allow_untrained: bool = False,
+    noise: Callable[[], Noise] = FreshNoise,
 ) -> Path:
     """Writes `model` as a SavedModel in the TF Serving layout `base_dir/name/version`.
 
@@ -759,6 +289,8 @@ def saved_model(
         overwrite: Replace an existing version folder. Defaults to False.
         allow_untrained: Export a model that was never fitted (weights set by
             hand). Defaults to False: `check_exportable`.
+        noise: The noise of each call (see `signature_functions`). Defaults
+            to `FreshNoise`.
 
     Returns:
         The version folder, `Path(base_dir) / name / str(version)`.
@@ -786,7 +318,7 @@ def saved_model(
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=parent))
     try:
-        _archive(model).write_out(str(staging), verbose=False)
+        _archive(model, noise=noise).write_out(str(staging), verbose=False)
         _replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -897,8 +429,9 @@ def _convert(saved_model_dir: str, signatures, quantize) -> bytes:
                 culprits[name] = _flex_ops(str(single)) or ops
         detail = "; ".join(f"{name}: {', '.join(found)}" for name, found in culprits.items()) or ", ".join(ops)
         raise ValueError(
-            f"Cannot convert to TFLite with builtin ops only; these signatures need TensorFlow (Flex) ops, "
-            f"which the Python LiteRT runtime cannot run: {detail}. Export other signatures, or replace "
+            f"Cannot convert to TFLite with builtin ops only; these signatures need ops that are not TFLite "
+            f"builtins (TensorFlow Flex ops, or ops TFLite cannot lower), which the Python LiteRT runtime cannot "
+            f"run: {detail}. Export other signatures, or replace "
             "those ops (e.g. tf.random.normal instead of keras.random / stateless random ops)."
         ) from None
 
@@ -906,6 +439,7 @@ def _convert(saved_model_dir: str, signatures, quantize) -> bytes:
 def _flex_ops(message: str) -> list[str]:
     """The TF op names a converter error says are not TFLite builtins."""
     found = set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", message))
+    found.update(re.findall(r"failed to legalize operation '([\w.]+)'", message))
     for line in re.findall(r"TF Select ops: ([^\n]+)", message):
         found.update(op.strip() for op in line.split(",") if op.strip())
     return sorted(found)

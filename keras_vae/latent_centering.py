@@ -76,15 +76,24 @@ def check_supported(model, heads: tuple[type, ...] = (DiagonalGaussian,)) -> ker
         TypeError: If `model` is not a plain `VAE` with one of `heads`.
         ValueError: If z does not feed exactly one Dense layer with a bias.
     """
-    if not isinstance(model, VAE) or evaluation._latent_family(model) is not None:
+    if not isinstance(model, VAE) or not uses_plain_latent(model):
         raise TypeError(
-            "Expected a plain keras_vae.VAE (one Gaussian latent vector; not a conditional, Gumbel-softmax, "
+            "Expected a plain keras_vae.VAE, with the plain latent: q(z|x) from the head on the encoder features, "
+            "p(z) = N(0, I), and a decoder of z alone (the base class's hooks; not a conditional, Gumbel-softmax, "
             f"hierarchical, spatial, VQ-VAE or VLAE model). Received: {type(model).__name__}"
         )
     if not isinstance(model.posterior, heads):
         expected = " or ".join(head.__name__ for head in heads)
         raise TypeError(f"Expected a {expected} posterior head. Received: {type(model.posterior).__name__}")
     return _first_dense(model.decoder)
+
+
+_PLAIN_HOOKS = ("posterior_distribution", "prior_distribution", "reparameterize", "decoder_latent", "decoder_params")
+
+
+def uses_plain_latent(model) -> bool:
+    """Whether `model` keeps the base `VAE`'s latent hooks (so a map of z can be folded into it)."""
+    return all(getattr(type(model), hook) is getattr(VAE, hook) for hook in _PLAIN_HOOKS)
 
 
 def supports(model, heads: tuple[type, ...] = (DiagonalGaussian,)) -> bool:

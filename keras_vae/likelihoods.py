@@ -80,6 +80,10 @@ class Likelihood(keras.layers.Layer):
         """The decoder standard deviation, broadcast to the image shape."""
         return self.distribution(params, x).stddev()
 
+    def served_outputs(self, mean, stddev) -> dict:
+        """The named outputs of an exported `decode`: `{mean, sigma}`."""
+        return {"mean": mean, "sigma": stddev}
+
     def call(self, params):
         return self.mean(params)
 
@@ -113,6 +117,10 @@ class Bernoulli(Likelihood):
     """
 
     params_per_channel = 1
+
+    def served_outputs(self, mean, stddev) -> dict:
+        """`{mean, probs}`: a Bernoulli decoder's mean is its pixel probabilities."""
+        return {"mean": mean, "probs": mean}
 
     def distribution(self, params, x=None, training: bool = False):
         logits = ops.convert_to_tensor(params, "float32")

@@ -130,11 +130,12 @@ def latent_traversal(model, path, z=None, dims=None, span: float = 3.0, steps: i
     Returns:
         The path.
     """
-    base = np.zeros(model.latent_dim, "float32") if z is None else np.asarray(z, "float32").reshape(model.latent_dim)
-    dims = list(range(model.latent_dim)) if dims is None else [int(d) for d in dims]
-    bad = [d for d in dims if not 0 <= d < model.latent_dim]
+    latent_dim = model.latent_shape[0]
+    base = np.zeros(latent_dim, "float32") if z is None else np.asarray(z, "float32").reshape(latent_dim)
+    dims = list(range(latent_dim)) if dims is None else [int(d) for d in dims]
+    bad = [d for d in dims if not 0 <= d < latent_dim]
     if bad or not dims:
-        raise ValueError(f"Expected dims in [0, {model.latent_dim}). Received: dims={dims}")
+        raise ValueError(f"Expected dims in [0, {latent_dim}). Received: dims={dims}")
     values = np.linspace(-span, span, steps, dtype="float32")
     latents = np.repeat(base[None], len(dims) * steps, axis=0)
     for row, dim in enumerate(dims):
@@ -213,26 +214,40 @@ def _save_figure(figure, path) -> Path:
     return path
 
 
-def model_figures(model, images, out, kl_per_dim=None, num_samples: int = 64, seed: int = 0) -> list[Path]:
-    """Writes the standard pictures of a model into folder `out`.
+def model_figures(model, inputs, out, kl_per_dim=None, num_samples: int = 64, seed: int = 0) -> list[Path]:
+    """Writes the standard pictures of a model of any family into folder `out`.
 
-    `samples.png`, `reconstructions.png`, `interpolation.png` (first two
-    images, linear then spherical), `traversal.png` (the 8 dimensions of
-    largest KL, or the first 8) and, given `kl_per_dim`, `kl_per_dim.png`.
+    `samples.png` (prior samples; a conditional model's cycle through the
+    given conditions), `reconstructions.png`, and, given `kl_per_dim`,
+    `kl_per_dim.png`. For a model with one unconditional latent vector also
+    `interpolation.png` (first two images, linear then spherical) and
+    `traversal.png` (the 8 dimensions of largest KL, or the first 8).
+
+    Args:
+        model: A `VAE` of any family.
+        inputs: Images, or an inputs dict `{"x": images, **conditions}`.
 
     Returns:
         The paths written.
     """
+    from keras_vae import evaluation
+
     out = Path(out)
-    images = np.asarray(images, "float32")
-    z = np.random.default_rng(seed).standard_normal((num_samples, model.latent_dim)).astype("float32")
+    inputs = evaluation.as_inputs(model, inputs)
+    images = inputs["x"]
+    conditions = {name: value for name, value in inputs.items() if name != "x"}
+    first = {name: value[:32] for name, value in inputs.items()}
     paths = [
-        sample_grid(np.asarray(model.decode(z)[0]), out / "samples.png", num_columns=8),
-        reconstruction_grid(images[:32], np.asarray(model.reconstruct(images[:32])), out / "reconstructions.png"),
-        interpolation_grid(model, images[0], images[min(1, len(images) - 1)], out / "interpolation.png"),
+        sample_grid(evaluation.prior_samples(model, num_samples, seed=seed, conditions=conditions),
+                    out / "samples.png", num_columns=8),
+        reconstruction_grid(images[:32], evaluation.reconstructions(model, first), out / "reconstructions.png"),
     ]
-    order = np.argsort(-np.asarray(kl_per_dim)) if kl_per_dim is not None else np.arange(model.latent_dim)
-    paths.append(latent_traversal(model, out / "traversal.png", dims=sorted(order[:8].tolist())))
+    if len(model.latent_shape) == 1 and not conditions:
+        latent_dim = model.latent_shape[0]
+        paths.append(interpolation_grid(model, images[0], images[min(1, len(images) - 1)], out / "interpolation.png"))
+        order = np.argsort(-np.asarray(kl_per_dim)) if kl_per_dim is not None and len(kl_per_dim) == latent_dim \
+            else np.arange(latent_dim)
+        paths.append(latent_traversal(model, out / "traversal.png", dims=sorted(order[:8].tolist())))
     if kl_per_dim is not None:
         paths.append(kl_bars(kl_per_dim, out / "kl_per_dim.png"))
     return paths

@@ -77,7 +77,7 @@ class WhitenedGaussian(keras.layers.Layer):
     `keras_vae.latent_whitening.whiten_latents`, which fits the aggregate
     posterior of the base codes with a Gaussian N(m, L L^T) and sets
     `shift = m`, `W = L^{-1}`. The scale `W diag(s)` is lower-triangular, so
-    the KL to N(0, I) keeps an exact per-dimension split (`kl_per_dimension`).
+    the KL to N(0, I) keeps an exact per-dimension split (`keras_vae.latents.kl_per_dimension`).
 
     Args:
         base: The `DiagonalGaussian` head that maps features to (mu, s), or
@@ -137,35 +137,3 @@ class WhitenedGaussian(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "base": keras.saving.serialize_keras_object(self.base)}
-
-
-def standard_normal_prior(latent_dim: int) -> tfd.MultivariateNormalDiag:
-    """The prior p(z) = N(0, I) over `latent_dim` dimensions."""
-    return tfd.MultivariateNormalDiag(loc=ops.zeros((latent_dim,)), scale_diag=ops.ones((latent_dim,)))
-
-
-def kl_per_dimension(posterior):
-    """Analytic KL(q || N(0, I)) per latent dimension, `(batch, latent_dim)` nats.
-
-    The terms sum over dimensions to `tfd.kl_divergence(posterior,
-    standard_normal_prior(latent_dim))`, so that free bits can floor each
-    dimension. A diagonal posterior (`tfd.MultivariateNormalDiag`) gives the KL
-    of each factor Normal, computed with `tfd.kl_divergence`. A posterior
-    `N(mu, T T^T)` with a lower-triangular scale T (`WhitenedGaussian`) gives
-    the chain-rule terms `E_q KL(q(z_d | z_<d) || N(0, 1))
-    = (Sigma_dd + mu_d**2 - 1) / 2 - log T_dd`.
-
-    Args:
-        posterior: A `tfd.MultivariateNormalDiag` or `tfd.MultivariateNormalTriL`.
-
-    Returns:
-        The per-dimension KL, `(batch, latent_dim)`.
-    """
-    if isinstance(posterior, tfd.MultivariateNormalTriL):
-        # Diagonals by masking and summing, not `diag_part`: TFLite has no MatrixDiagPart op.
-        scale_tril = posterior.scale.to_dense()
-        scale_diag = ops.sum(scale_tril * ops.eye(scale_tril.shape[-1], dtype=scale_tril.dtype), axis=-1)
-        variance = ops.sum(ops.square(scale_tril), axis=-1)
-        return 0.5 * (variance + ops.square(posterior.loc) - 1.0) - ops.log(scale_diag)
-    factors = tfd.Normal(loc=posterior.loc, scale=posterior.stddev())
-    return tfd.kl_divergence(factors, tfd.Normal(loc=0.0, scale=1.0))

@@ -28,7 +28,7 @@ def tiny(likelihood="optimal", **kwargs):
 def test_one_step_lowers_loss(likelihood):
     model = tiny(likelihood)
     x, y = make_images(12, SHAPE), np.arange(12) % 3
-    assert_step_lowers_loss(model, lambda: model.compute_terms(x, y)["loss"], x, y)
+    assert_step_lowers_loss(model, lambda: model.compute_terms((x, y))["loss"], x, y)
 
 
 def test_decoder_output_changes_with_y():

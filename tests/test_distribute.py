@@ -245,7 +245,11 @@ def test_xla_compiled_step_matches_the_graph_step(monkeypatch):
     import keras_vae as kv
     from tests.conftest import make_images, tiny_vae
 
-    monkeypatch.setattr(kv.VAE, "_replica_noise", lambda self, shape: tf.fill(shape, 0.7))
+    class ConstantNoise(kv.noise.Noise):
+        def normal(self, shape):
+            return tf.fill(shape, 0.7)
+
+    monkeypatch.setattr(kv.VAE, "noise", lambda self, seed=None: ConstantNoise())
     x = make_images(16, SHAPE, seed=4)
     weights = {}
     for jit in (False, True):

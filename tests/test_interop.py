@@ -74,7 +74,8 @@ def test_likelihood_and_posterior_in_a_plain_tf_function():
     def loss_and_gradient(x, params, features):
         with tf.GradientTape() as tape:
             nll = -gaussian.distribution(params).log_prob(x)
-            kl = tf.reduce_sum(kv.posteriors.kl_per_dimension(head.distribution(features)), axis=-1)
+            prior = kv.latents.standard_normal((head.latent_dim,))
+            kl = tf.reduce_sum(kv.latents.kl_per_dimension(head.distribution(features), prior), axis=-1)
             loss = tf.reduce_mean(nll + kl)
         return nll, kl, tape.gradient(loss, gaussian.log_sigma_variable)
 

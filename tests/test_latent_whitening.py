@@ -17,7 +17,7 @@ import tensorflow_probability as tfp
 from ai_edge_litert.interpreter import Interpreter
 
 import keras_vae as kv
-from keras_vae import evaluation, experiment, export, latent_centering, latent_whitening, posteriors
+from keras_vae import evaluation, experiment, export, latent_centering, latent_whitening
 from tests.conftest import make_images, tiny_vae
 from tests.test_export import _assert_same_scores
 
@@ -113,14 +113,15 @@ def test_kl_per_dimension_of_a_correlated_posterior_sums_to_the_tfp_kl():
     tril = np.tril(rng.normal(size=(4, 3, 3))).astype("float32")
     tril[:, range(3), range(3)] = np.abs(tril[:, range(3), range(3)]) + 0.1
     q = tfd.MultivariateNormalTriL(loc=loc, scale_tril=tril)
-    terms = np.asarray(posteriors.kl_per_dimension(q))
-    prior = posteriors.standard_normal_prior(3)
+    terms = np.asarray(kv.latents.kl_per_dimension(q, kv.latents.standard_normal((3,))))
+    prior = kv.latents.standard_normal((3,))
     np.testing.assert_allclose(terms.sum(axis=-1), tfd.kl_divergence(q, prior), rtol=1e-5)
     # Chain rule: the first dimension's term is the KL of its marginal.
     marginal = tfd.Normal(loc[:, 0], np.abs(tril[:, 0, 0]))
     np.testing.assert_allclose(terms[:, 0], tfd.kl_divergence(marginal, tfd.Normal(0.0, 1.0)), rtol=1e-5)
     diagonal = tfd.MultivariateNormalDiag(loc=loc, scale_diag=np.abs(tril[:, range(3), range(3)]))
-    np.testing.assert_allclose(np.asarray(posteriors.kl_per_dimension(diagonal)).sum(axis=-1),
+    diagonal_terms = kv.latents.kl_per_dimension(diagonal, kv.latents.standard_normal((3,)))
+    np.testing.assert_allclose(np.asarray(diagonal_terms).sum(axis=-1),
                                tfd.kl_divergence(diagonal, prior), rtol=1e-5)
 
 
@@ -131,7 +132,7 @@ def test_iwae_and_evaluate_use_the_new_head_not_a_stale_trace():
     kl_before = vae.evaluate(x, batch_size=16, verbose=0, return_dict=True)["kl"]  # builds test_function
     gain = latent_whitening.whiten_latents(vae, x)
     compiled = evaluation.log_importance_weights(vae, tf.constant(x), 4, seed=0)
-    eager = evaluation._log_weights(vae, tf.constant(x), 4, tf.constant([0, 0], tf.int32))
+    eager = evaluation._log_weights(vae, {"x": tf.constant(x)}, 4, tf.constant([0, 0], tf.int32), None, vae.posterior)
     np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-3)
     kl_after = vae.evaluate(x, batch_size=16, verbose=0, return_dict=True)["kl"]
     np.testing.assert_allclose(kl_before - kl_after, gain, rtol=1e-3)  # the KL is analytic: no noise
@@ -144,7 +145,7 @@ def test_posterior_statistics_of_a_whitened_model():
     gain = latent_whitening.whiten_latents(vae, x)
     after = evaluation.posterior_statistics(vae, x)
     q = vae.posterior_distribution(x)
-    np.testing.assert_allclose(after["kl"], np.mean(tfd.kl_divergence(q, posteriors.standard_normal_prior(3))),
+    np.testing.assert_allclose(after["kl"], np.mean(tfd.kl_divergence(q, kv.latents.standard_normal((3,)))),
                                rtol=1e-4)
     np.testing.assert_allclose(before["kl"] - after["kl"], gain, rtol=1e-4)
     np.testing.assert_allclose(after["mutual_information"], before["mutual_information"], rtol=1e-6)

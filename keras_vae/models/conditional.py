@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from keras_vae import likelihoods as likelihoods_lib
 from keras_vae import networks
-from keras_vae.models.vae import VAE, _global_batch_means, checked_pixels
-from keras_vae.objectives import elbo_terms
-from keras_vae.posteriors import kl_per_dimension
+from keras_vae.models.vae import VAE
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -70,19 +69,13 @@ class ConditionalVAE(VAE):
         self.categorical = bool(categorical)
         super().__init__(encoder, decoder, latent_dim, likelihood, beta, free_bits, posterior, seed, **kwargs)
 
-    def _check_networks(self):
-        decoder_in = tuple(self.decoder.input_shape[1:])
+    def _check_decoder_input(self, decoder_input_shape, image_shape) -> None:
+        decoder_in = tuple(decoder_input_shape[1:])
         expected = (self.latent_dim + self.condition_dim,)
         if decoder_in != expected:
             raise ValueError(
                 f"The decoder takes inputs of shape {decoder_in}, but latent_dim + condition_dim = {expected[0]}."
             )
-        # The parent checks everything else against a decoder of `latent_dim` inputs.
-        latent_dim, self.latent_dim = self.latent_dim, expected[0]
-        try:
-            return super()._check_networks()
-        finally:
-            self.latent_dim = latent_dim
 
     def build(self, input_shape):
         if not self.posterior.built:
@@ -90,99 +83,62 @@ class ConditionalVAE(VAE):
             self.posterior.build((*features[:-1], features[-1] + self.condition_dim))
         super().build(input_shape)
 
-    # ------------------------------------------------------------ conditions
-    def condition(self, y, batch_size=None):
-        """y as float vectors `(batch, condition_dim)` (labels are one-hot encoded).
+    # ------------------------------------------------------------ the contract
+    def condition_specs(self) -> dict[str, tf.TensorSpec]:
+        """`y`: int32 labels `(None,)` when categorical, else float vectors `(None, condition_dim)`."""
+        if self.categorical:
+            return {"y": tf.TensorSpec((None,), tf.int32, name="y")}
+        return {"y": tf.TensorSpec((None, self.condition_dim), tf.float32, name="y")}
+
+    def condition(self, y, rows=None):
+        """y as float vectors `(rows, condition_dim)` (labels are one-hot encoded).
 
         Args:
-            y: Labels `(batch,)` (or a single int, repeated `batch_size` times)
-                when `categorical`, else vectors `(batch, condition_dim)`.
-            batch_size: The expected batch, to check or broadcast y. Defaults to None.
+            y: Labels `(batch,)` (or one label, repeated) when `categorical`,
+                else vectors `(batch, condition_dim)`; one row, or one per input.
+            rows: The batch to broadcast one row to. Defaults to None.
         """
         if y is None:
             raise ValueError("ConditionalVAE needs a condition y (labels or vectors); received None.")
         if isinstance(y, (list, tuple, int, np.integer, np.ndarray)):
             y = np.asarray(y)
-            if self.categorical:
-                if y.ndim == 0 and batch_size is not None:
-                    y = np.full((batch_size,), int(y))
-                if y.size and (y.min() < 0 or y.max() >= self.condition_dim):
-                    raise ValueError(
-                        f"Expected labels in [0, {self.condition_dim}). Received labels in [{y.min()}, {y.max()}]."
-                    )
+            if self.categorical and y.size and (y.min() < 0 or y.max() >= self.condition_dim):
+                raise ValueError(
+                    f"Expected labels in [0, {self.condition_dim}). Received labels in [{y.min()}, {y.max()}]."
+                )
         if self.categorical:
-            y = ops.reshape(ops.convert_to_tensor(y), (-1,))
-            return ops.one_hot(ops.cast(y, "int32"), self.condition_dim)
-        y = ops.convert_to_tensor(y, "float32")
-        if len(y.shape) != 2 or y.shape[-1] != self.condition_dim:
-            raise ValueError(
-                f"Expected conditions of shape (batch, {self.condition_dim}). Received: y.shape={tuple(y.shape)}"
+            labels = tf.reshape(tf.cast(tf.convert_to_tensor(y), tf.int32), (-1,))
+            in_range = tf.debugging.Assert(
+                tf.reduce_all((labels >= 0) & (labels < self.condition_dim)),
+                [f"Expected labels y in [0, {self.condition_dim}). Received:", labels],
             )
-        return y
+            with tf.control_dependencies([in_range]):
+                vectors = tf.one_hot(labels, self.condition_dim)
+        else:
+            vectors = tf.convert_to_tensor(y, tf.float32)
+            if len(vectors.shape) != 2 or vectors.shape[-1] != self.condition_dim:
+                raise ValueError(f"Expected conditions of shape (batch, {self.condition_dim}). "
+                                 f"Received: y.shape={tuple(vectors.shape)}")
+        if rows is None:
+            return vectors
+        count = tf.shape(vectors)[0]
+        one_or_all = tf.debugging.Assert(
+            tf.logical_or(tf.equal(count, 1), tf.equal(count, rows)),
+            ["Expected y with one row, or one row per input. Received rows, expected:", count, rows],
+        )
+        with tf.control_dependencies([one_or_all]):
+            return tf.broadcast_to(vectors, tf.stack([rows, self.condition_dim]))
 
-    def _features(self, x, y_vec, training):
-        return ops.concatenate([self.encoder(x, training=training), y_vec], axis=-1)
+    def posterior_distribution(self, inputs, training: bool = False):
+        """q(z|x, y): the head reads the encoder features and y."""
+        inputs = self._as_inputs(inputs)
+        x = inputs["x"]
+        y_vec = self.condition(inputs["y"], tf.shape(x)[0])
+        return self.posterior.distribution(ops.concatenate([self.encoder(x, training=training), y_vec], axis=-1))
 
-    def _decode_params(self, z, y_vec, training=False):
-        return self.decoder(ops.concatenate([z, y_vec], axis=-1), training=training)
-
-    # ------------------------------------------------------------- the ELBO
-    def compute_terms(self, x, y=None, training: bool = False) -> dict:
-        """One-sample ELBO terms of `(x, y)` pairs, as `VAE.compute_terms`."""
-        x = ops.convert_to_tensor(x, "float32")
-        y_vec = self.condition(y)
-        q = self.posterior.distribution(self._features(x, y_vec, training))
-        z = q.loc + q.stddev() * self._replica_noise(ops.shape(q.loc))
-        p = self.likelihood.distribution(self._decode_params(z, y_vec, training), x, training=training)
-        log_likelihood = p.log_prob(x)
-        kl_per_dim = kl_per_dimension(q)
-        terms = elbo_terms(*_global_batch_means(log_likelihood, kl_per_dim), self.beta, self.free_bits)
-        terms["sigma"] = ops.mean(p.stddev())
-        terms["log_likelihood"] = log_likelihood
-        terms["kl_per_dim"] = kl_per_dim
-        return terms
-
-    def _step_inputs(self, data) -> tuple:
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        if y is None:
-            raise ValueError("ConditionalVAE trains on (images, labels): call fit(x, y) or pass (x, y) batches.")
-        return checked_pixels(x), y
-
-    def fit(self, x=None, y=None, *args, **kwargs):
-        if isinstance(x, np.ndarray) and y is None:
-            raise ValueError("ConditionalVAE.fit needs labels: fit(x, y).")
-        return super().fit(x, y, *args, **kwargs)
-
-    def evaluate(self, x=None, y=None, *args, **kwargs):
-        if isinstance(x, np.ndarray) and y is None:
-            raise ValueError("ConditionalVAE.evaluate needs labels: evaluate(x, y).")
-        return super().evaluate(x, y, *args, **kwargs)
-
-    # -------------------------------------------------------- user-facing API
-    def call(self, inputs, training: bool = False):
-        """Reconstruction of `inputs = (x, y)`: decoder mean at the posterior mean."""
-        x, y = inputs
-        y_vec = self.condition(y)
-        loc, _ = self.posterior(self._features(x, y_vec, training))
-        return self.likelihood.mean(self._decode_params(loc, y_vec, training))
-
-    def posterior_distribution(self, x, y):
-        """q(z|x, y) as a `tfd.MultivariateNormalDiag`."""
-        x = self._checked(x)
-        return self.posterior.distribution(self._features(x, self.condition(y, x.shape[0]), False))
-
-    def encode(self, x, y):
-        """Returns `(mean, stddev)` of q(z|x, y), each `(batch, latent_dim)`."""
-        x = self._checked(x)
-        return self.posterior(self._features(x, self.condition(y, x.shape[0]), False))
-
-    def decode(self, z, y):
-        """Returns `(mean, sigma)` of p(x|z, y), each `(batch, H, W, C)`."""
-        z = ops.convert_to_tensor(z, "float32")
-        if len(z.shape) != 2 or z.shape[-1] != self.latent_dim:
-            raise ValueError(f"Expected z of shape (batch, {self.latent_dim}). Received: z.shape={tuple(z.shape)}")
-        params = self._decode_params(z, self.condition(y, z.shape[0]))
-        return self.likelihood.mean(params), self.likelihood.stddev(params)
+    def decoder_params(self, z, inputs, training: bool = False):
+        y_vec = self.condition(inputs["y"], tf.shape(z)[0])
+        return self.decoder_network(ops.concatenate([z, y_vec], axis=-1), training=training)
 
     def sample(self, num_samples: int, y=None):
         """Decoder means at z ~ N(0, I) given y: `(num_samples, H, W, C)`.
@@ -193,35 +149,12 @@ class ConditionalVAE(VAE):
                 the labels `0, 1, ..., condition_dim - 1, 0, 1, ...` (categorical
                 only).
         """
-        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-            raise ValueError(f"Expected a positive integer. Received: num_samples={num_samples!r}")
         if y is None:
             if not self.categorical:
                 raise ValueError("sample needs y when the condition is a vector (categorical=False).")
-            y = np.arange(num_samples) % self.condition_dim
-        y_vec = self.condition(y, num_samples)
-        if y_vec.shape[0] == 1 and num_samples > 1:
-            y_vec = ops.repeat(y_vec, num_samples, axis=0)
-        z = keras.random.normal((num_samples, self.latent_dim), seed=self.seed_generator)
-        return self.likelihood.mean(self._decode_params(z, y_vec))
-
-    def reconstruct(self, x, y):
-        """Decoder mean at the posterior mean: `(batch, H, W, C)`."""
-        return self((self._checked(x), y), training=False)
-
-    def elbo(self, x, y):
-        """The one-sample ELBO of each `(x, y)`, `(batch,)` nats, at beta = 1."""
-        terms = self.compute_terms(self._checked(x), y, training=False)
-        return terms["log_likelihood"] - ops.sum(terms["kl_per_dim"], axis=-1)
-
-    def elbo_with_running_sigma(self, x, y):
-        """Like `elbo`, but optimal modes use the running sigma."""
-        x = self._checked(x)
-        y_vec = self.condition(y, x.shape[0])
-        q = self.posterior.distribution(self._features(x, y_vec, False))
-        z = q.loc + q.stddev() * keras.random.normal(ops.shape(q.loc), seed=self.seed_generator)
-        log_likelihood = self.likelihood.distribution(self._decode_params(z, y_vec)).log_prob(x)
-        return log_likelihood - ops.sum(kl_per_dimension(q), axis=-1)
+            if isinstance(num_samples, int) and num_samples > 0:
+                y = np.arange(num_samples) % self.condition_dim
+        return super().sample(num_samples, y)
 
     def get_config(self):
         return {**super().get_config(), "condition_dim": self.condition_dim, "categorical": self.categorical}

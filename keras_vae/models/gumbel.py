@@ -9,7 +9,8 @@ reparameterised sample is
 which lies on the simplex and tends to a one-hot vector as the temperature
 goes to 0. With `hard=True` the forward pass uses `one_hot(argmax z)` and the
 gradient that of `z` (straight-through). The KL is that of the categorical
-q to a uniform prior, `sum_k q_k log(K q_k)` per variable. In evaluation the
+q to a uniform prior, `sum_k q_k log(K q_k)` per variable (TFP's KL of two
+`OneHotCategorical`s). In evaluation the
 model samples exact one-hot codes from the categorical q, so the reported
 `elbo` is a true (one-sample) ELBO of the discrete model.
 
@@ -25,13 +26,13 @@ References:
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 import tensorflow_probability as tfp
 from keras import ops
 
 from keras_vae import likelihoods as likelihoods_lib
 from keras_vae import networks
-from keras_vae.models.vae import VAE, _global_batch_means
-from keras_vae.objectives import elbo_terms
+from keras_vae.models.vae import VAE
 
 tfd = tfp.distributions
 
@@ -83,16 +84,16 @@ class GumbelSoftmax(keras.layers.Layer):
         features: Encoder features, `(batch, num_features)`.
 
     Returns:
-        `(probs, stddev)` of the one-hot categorical q, each flattened to
-        `(batch, num_variables * num_classes)` (the shapes `VAE.encode` has).
+        `(probs, stddev)` of the one-hot categorical q, each
+        `(batch, num_variables, num_classes)`.
 
     Example:
 
     >>> import numpy as np
     >>> head = GumbelSoftmax(num_variables=4, num_classes=3)
-    >>> q = head.distribution(np.zeros((2, 5), "float32"), temperature=0.5)
+    >>> q = head.distribution(np.zeros((2, 5), "float32"))
     >>> q.batch_shape.as_list(), q.event_shape.as_list()
-    ([2, 4], [3])
+    ([2], [4, 3])
     """
 
     def __init__(self, num_variables: int, num_classes: int, **kwargs):
@@ -114,33 +115,18 @@ class GumbelSoftmax(keras.layers.Layer):
 
     def call(self, features):
         probs = ops.softmax(self.logits(features), axis=-1)
-        flat = ops.reshape(probs, (-1, self.num_variables * self.num_classes))
-        return flat, ops.sqrt(flat * (1.0 - flat))
+        return probs, ops.sqrt(probs * (1.0 - probs))
 
     def compute_output_shape(self, features_shape):
-        shape = (features_shape[0], self.num_variables * self.num_classes)
+        shape = (features_shape[0], self.num_variables, self.num_classes)
         return shape, shape
 
-    def distribution(self, features, temperature) -> tfd.RelaxedOneHotCategorical:
-        """q(z|x) as a `tfd.RelaxedOneHotCategorical`, batch `(batch, num_variables)`."""
-        return tfd.RelaxedOneHotCategorical(temperature, logits=self.logits(features))
+    def distribution(self, features) -> tfd.Independent:
+        """q(z|x): `num_variables` one-hot categoricals, batch `(batch,)`, event `(num_variables, num_classes)`."""
+        return tfd.Independent(tfd.OneHotCategorical(logits=self.logits(features), dtype=tf.float32), 1)
 
     def get_config(self):
         return {**super().get_config(), "num_variables": self.num_variables, "num_classes": self.num_classes}
-
-
-def kl_to_uniform(logits):
-    """KL(Categorical(logits) || uniform) per variable, `logits.shape[:-1]` nats.
-
-    Example:
-
-    >>> import numpy as np
-    >>> float(kl_to_uniform(np.array([[0.0, 0.0]], "float32"))[0])
-    0.0
-    """
-    log_q = ops.log_softmax(logits, axis=-1)
-    num_classes = ops.cast(ops.shape(logits)[-1], log_q.dtype)
-    return ops.sum(ops.exp(log_q) * (log_q + ops.log(num_classes)), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -148,8 +134,8 @@ class GumbelSoftmaxVAE(VAE):
     """A VAE with `num_variables` categorical latents of `num_classes` classes each.
 
     `encode(x)` gives the categorical probabilities (and their one-hot
-    stddevs), flattened to `(batch, num_variables * num_classes)`; `decode`
-    takes one-hot (or relaxed) codes of that shape; `sample(n)` decodes
+    stddevs), `(batch, num_variables, num_classes)`; `decode` takes one-hot
+    (or relaxed) codes of that shape; `sample(n)` decodes
     uniformly drawn one-hot codes. Metrics: those of `VAE` and `temperature`.
 
     Args:
@@ -175,6 +161,8 @@ class GumbelSoftmaxVAE(VAE):
     >>> vae.sample(2).shape
     TensorShape([2, 8, 8, 1])
     """
+
+    extra_metric_names = ("temperature",)
 
     def __init__(
         self,
@@ -211,79 +199,44 @@ class GumbelSoftmaxVAE(VAE):
                 trainable=False,
                 name="temperature",
             )
-            self.trackers["temperature"] = keras.metrics.Mean(name="temperature")
         super().build(input_shape)
 
-    # ------------------------------------------------------------- the ELBO
-    def _uniform(self, shape):
-        return self._replica_noise(shape, lambda full_shape, seed: keras.random.uniform(full_shape, seed=seed))
+    # ------------------------------------------------------------ the contract
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        """One-hot codes `(num_variables, num_classes)`; the decoder reads them flattened."""
+        return (self.num_variables, self.num_classes)
 
-    def compute_terms(self, x, training: bool = False) -> dict:
-        """One-sample ELBO terms. Training uses the relaxed (or straight-through)
-        sample at the current temperature; evaluation an exact one-hot sample.
+    def _check_decoder_input(self, decoder_input_shape, image_shape) -> None:
+        if tuple(decoder_input_shape[1:]) != (self.num_variables * self.num_classes,):
+            raise ValueError(f"The decoder takes inputs of shape {tuple(decoder_input_shape[1:])}, but the codes "
+                             f"have num_variables * num_classes = {self.num_variables * self.num_classes} entries.")
 
-        Returns:
-            The `VAE.compute_terms` dict; `kl_per_dim` is per variable,
-            `(batch, num_variables)`.
-        """
-        x = ops.convert_to_tensor(x, "float32")
-        logits = self.posterior.logits(self.encoder(x, training=training))
-        uniform = self._uniform(ops.shape(logits))
-        if training:
-            codes = gumbel_softmax_sample(logits, self.temperature, uniform, hard=self.hard)
-        else:
-            codes = gumbel_softmax_sample(logits, 1.0, uniform, hard=True)  # argmax: exact categorical draw
-        z = ops.reshape(codes, (-1, self.latent_dim))
-        p = self.likelihood.distribution(self.decoder(z, training=training), x, training=training)
-        log_likelihood = p.log_prob(x)
-        kl_per_dim = kl_to_uniform(logits)
-        terms = elbo_terms(*_global_batch_means(log_likelihood, kl_per_dim), self.beta, self.free_bits)
-        terms["sigma"] = ops.mean(p.stddev())
-        terms["log_likelihood"] = log_likelihood
-        terms["kl_per_dim"] = kl_per_dim
-        return terms
+    def prior_distribution(self, inputs=None, training: bool = False):
+        """p(z): uniform one-hot codes, `num_variables` independent uniform categoricals."""
+        logits = tf.zeros(self.latent_shape)
+        return tfd.Independent(tfd.OneHotCategorical(logits=logits, dtype=tf.float32), 1)
+
+    def reparameterize(self, q, noise, training: bool = False):
+        """Training: the relaxed (or straight-through) sample at the current temperature;
+        otherwise an exact one-hot draw (Gumbel-max)."""
+        if not training:
+            return super().reparameterize(q, noise)
+        logits = q.distribution.logits_parameter()
+        return gumbel_softmax_sample(logits, self.temperature, noise.uniform(tf.shape(logits)), hard=self.hard)
+
+    def decoder_params(self, z, inputs, training: bool = False):
+        return self.decoder_network(ops.reshape(z, (-1, self.num_variables * self.num_classes)), training=training)
 
     def _metric_value(self, name: str, terms: dict):
         return self.temperature if name == "temperature" else super()._metric_value(name, terms)
 
     # -------------------------------------------------------- user-facing API
-    def call(self, x, training: bool = False):
-        """The deterministic reconstruction: decoder mean at the most probable code."""
-        logits = self.posterior.logits(self.encoder(x, training=training))
-        codes = ops.one_hot(ops.argmax(logits, axis=-1), self.num_classes)
-        return self.likelihood.mean(self.decoder(ops.reshape(codes, (-1, self.latent_dim)), training=training))
-
-    def posterior_distribution(self, x, temperature=None):
-        """q(z|x) as a `tfd.RelaxedOneHotCategorical` at `temperature` (default: the model's)."""
-        features = self.encoder(self._checked(x), training=False)
-        return self.posterior.distribution(features, self.temperature if temperature is None else temperature)
-
-    def relaxed_sample(self, x, temperature=None, hard: bool = False):
+    def relaxed_sample(self, x, temperature=None, hard: bool = False, seed=None):
         """Gumbel-softmax codes of `x`, `(batch, num_variables, num_classes)`, on the simplex."""
         logits = self.posterior.logits(self.encoder(self._checked(x), training=False))
         temperature = self.temperature if temperature is None else temperature
-        return gumbel_softmax_sample(logits, temperature, self._uniform(ops.shape(logits)), hard=hard)
-
-    def sample(self, num_samples: int):
-        """Decoder means at uniformly drawn one-hot codes: `(num_samples, H, W, C)`."""
-        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-            raise ValueError(f"Expected a positive integer. Received: num_samples={num_samples!r}")
-        shape = (num_samples, self.num_variables, self.num_classes)
-        codes = gumbel_softmax_sample(ops.zeros(shape), 1.0, self._uniform(shape), hard=True)
-        return self.decode(ops.reshape(codes, (num_samples, self.latent_dim)))[0]
-
-    def elbo(self, x):
-        """The one-sample ELBO of each image with an exact categorical draw, `(batch,)` nats."""
-        terms = self.compute_terms(self._checked(x), training=False)
-        return terms["log_likelihood"] - ops.sum(terms["kl_per_dim"], axis=-1)
-
-    def elbo_with_running_sigma(self, x):
-        """Like `elbo`, but optimal modes use the running sigma."""
-        x = self._checked(x)
-        logits = self.posterior.logits(self.encoder(x, training=False))
-        codes = gumbel_softmax_sample(logits, 1.0, self._uniform(ops.shape(logits)), hard=True)
-        params = self.decoder(ops.reshape(codes, (-1, self.latent_dim)), training=False)
-        return self.likelihood.distribution(params).log_prob(x) - ops.sum(kl_to_uniform(logits), axis=-1)
+        return gumbel_softmax_sample(logits, temperature, self.noise(seed).uniform(tf.shape(logits)), hard=hard)
 
     # ------------------------------------------------------------ config
     def get_config(self):

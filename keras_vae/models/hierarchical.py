@@ -18,7 +18,8 @@ The ELBO has one KL per level (analytic given the sampled z2):
 
 `encode`/`decode` work on z1, the level the decoder reads, so a
 hierarchical model is used like a `VAE` of latent size `latent_dims[0]`;
-`sample` draws z2 ~ p(z2), then z1 ~ p(z1|z2).
+`sample` draws z2 ~ p(z2), then z1 ~ p(z1|z2) (the generic walk down the
+joint prior, `keras_vae.latents.draw`).
 
 References:
     Sonderby et al. Ladder Variational Autoencoders. NeurIPS 2016.
@@ -31,10 +32,9 @@ import keras
 import tensorflow_probability as tfp
 from keras import ops
 
+from keras_vae import latents, networks
 from keras_vae import likelihoods as likelihoods_lib
-from keras_vae import networks
-from keras_vae.models.vae import VAE, _global_batch_means
-from keras_vae.objectives import elbo_terms
+from keras_vae.models.vae import VAE
 from keras_vae.posteriors import DiagonalGaussian
 
 tfd = tfp.distributions
@@ -56,13 +56,14 @@ def precision_weighted(loc_a, scale_a, loc_b, scale_b):
     return variance * (loc_a * precision_a + loc_b * precision_b), ops.sqrt(variance)
 
 
-def _kl_normal(loc_q, scale_q, loc_p, scale_p):
-    return tfd.kl_divergence(tfd.Normal(loc_q, scale_q), tfd.Normal(loc_p, scale_p))
-
-
 @keras.saving.register_keras_serializable(package="keras_vae")
 class HierarchicalVAE(VAE):
     """A two-level VAE: p(z2) p(z1|z2) p(x|z1) with q(z2|x) q(z1|x, z2).
+
+    Its posterior and prior are `tfd.JointDistributionSequential`s over
+    `[z2, z1]`; `kl_per_dim` is `(batch, z2 + z1)`, each level's KL given the
+    draw of z2. `encode`/`decode` work on z1 (the decoder's level), at
+    z2 = E[z2|x] for `encode`.
 
     Metrics are those of `VAE` plus `kl_z1` and `kl_z2` (nats per image);
     `kl = kl_z1 + kl_z2` and `elbo = -rec - kl`.
@@ -88,6 +89,8 @@ class HierarchicalVAE(VAE):
     >>> sorted(hvae.fit(x, batch_size=8, verbose=0).history)
     ['beta', 'elbo', 'kl', 'kl_z1', 'kl_z2', 'loss', 'rec', 'sigma']
     """
+
+    extra_metric_names = ("kl_z1", "kl_z2")
 
     def __init__(
         self,
@@ -122,7 +125,6 @@ class HierarchicalVAE(VAE):
             self.q_z1 = DiagonalGaussian(self.latent_dims[0], name="q_z1_given_x_z2")
             self.top_down = keras.layers.Dense(self.hidden_units, activation="relu", name="top_down")
             self.p_z1 = DiagonalGaussian(self.latent_dims[0], name="p_z1_given_z2")
-            self.trackers.update({name: keras.metrics.Mean(name=name) for name in ("kl_z1", "kl_z2")})
         features = self.encoder.output_shape
         for layer, shape in (
             (self.q_z1, (*features[:-1], features[-1] + self.latent_dims[1])),
@@ -133,81 +135,40 @@ class HierarchicalVAE(VAE):
                 layer.build(shape)
         super().build(input_shape)
 
-    # ------------------------------------------------------------- the ELBO
-    def _prior_z1(self, z2, training=False):
-        return self.p_z1(self.top_down(z2, training=training))
+    # ------------------------------------------------------------ the contract
+    def posterior_distribution(self, inputs, training: bool = False):
+        """q(z2|x) q(z1|x, z2) as a `tfd.JointDistributionSequential` over `[z2, z1]`."""
+        inputs = self._as_inputs(inputs)
+        features = self.encoder(inputs["x"], training=training)
+        return tfd.JointDistributionSequential([
+            self.posterior.distribution(features),
+            lambda z2: self.q_z1.distribution(ops.concatenate([features, z2], axis=-1)),
+        ])
 
-    def _posterior_z1(self, features, z2):
-        return self.q_z1(ops.concatenate([features, z2], axis=-1))
+    def prior_distribution(self, inputs=None, training: bool = False):
+        """p(z2) p(z1|z2) as a `tfd.JointDistributionSequential` over `[z2, z1]`, p(z2) = N(0, I)."""
+        return tfd.JointDistributionSequential([
+            latents.standard_normal((self.latent_dims[1],)),
+            lambda z2: self.p_z1.distribution(self.top_down(z2, training=training)),
+        ])
 
-    def compute_terms(self, x, training: bool = False) -> dict:
-        """One-sample ELBO terms; adds `kl_z1`, `kl_z2` (batch means) and per-image `kl_per_dim`
-        `(batch, z1 + z2)` to the `VAE.compute_terms` dict."""
-        x = ops.convert_to_tensor(x, "float32")
-        features = self.encoder(x, training=training)
-        loc2, scale2 = self.posterior(features)
-        z2 = loc2 + scale2 * self._replica_noise(ops.shape(loc2))
-        prior_loc1, prior_scale1 = self._prior_z1(z2, training)
-        loc1, scale1 = self._posterior_z1(features, z2)
-        z1 = loc1 + scale1 * self._replica_noise(ops.shape(loc1))
-        p = self.likelihood.distribution(self.decoder(z1, training=training), x, training=training)
-        log_likelihood = p.log_prob(x)
-        kl_z1 = _kl_normal(loc1, scale1, prior_loc1, prior_scale1)
-        kl_z2 = _kl_normal(loc2, scale2, 0.0, 1.0)
-        kl_per_dim = ops.concatenate([kl_z1, kl_z2], axis=-1)
-        terms = elbo_terms(*_global_batch_means(log_likelihood, kl_per_dim), self.beta, self.free_bits)
-        terms["kl_z1"] = ops.mean(ops.sum(kl_z1, axis=-1))
-        terms["kl_z2"] = ops.mean(ops.sum(kl_z2, axis=-1))
-        terms["sigma"] = ops.mean(p.stddev())
-        terms["log_likelihood"] = log_likelihood
-        terms["kl_per_dim"] = kl_per_dim
-        return terms
+    def decoder_latent(self, z):
+        """The decoder reads z1, the last level."""
+        return z[-1]
+
+    def auxiliary_terms(self, q, z, kl_per_dim, training: bool = False):
+        """Metrics `kl_z2` and `kl_z1`: the KL of each level (nats per image)."""
+        top = self.latent_dims[1]
+        return {}, {
+            "kl_z2": ops.mean(ops.sum(kl_per_dim[:, :top], axis=-1)),
+            "kl_z1": ops.mean(ops.sum(kl_per_dim[:, top:], axis=-1)),
+        }
 
     # -------------------------------------------------------- user-facing API
     def encode_levels(self, x):
         """`((mean_z1, stddev_z1), (mean_z2, stddev_z2))`, with q(z1|x, z2) at z2 = its mean."""
-        features = self.encoder(self._checked(x), training=False)
-        loc2, scale2 = self.posterior(features)
-        return self._posterior_z1(features, loc2), (loc2, scale2)
-
-    def encode(self, x):
-        """Returns `(mean, stddev)` of q(z1|x, z2 = E[z2|x]), each `(batch, latent_dims[0])`."""
-        return self.encode_levels(x)[0]
-
-    def posterior_distribution(self, x):
-        """q(z1|x, z2 = E[z2|x]) as a `tfd.MultivariateNormalDiag`."""
-        loc, scale = self.encode(x)
-        return tfd.MultivariateNormalDiag(loc=loc, scale_diag=scale)
-
-    def call(self, x, training: bool = False):
-        """The deterministic reconstruction: decoder mean at the posterior means."""
-        features = self.encoder(x, training=training)
-        loc2, _ = self.posterior(features)
-        loc1, _ = self._posterior_z1(features, loc2)
-        return self.likelihood.mean(self.decoder(loc1, training=training))
-
-    def sample(self, num_samples: int):
-        """Decoder means at z2 ~ N(0, I), z1 ~ p(z1|z2): `(num_samples, H, W, C)`."""
-        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-            raise ValueError(f"Expected a positive integer. Received: num_samples={num_samples!r}")
-        z2 = keras.random.normal((num_samples, self.latent_dims[1]), seed=self.seed_generator)
-        loc1, scale1 = self._prior_z1(z2)
-        z1 = loc1 + scale1 * keras.random.normal(ops.shape(loc1), seed=self.seed_generator)
-        return self.decode(z1)[0]
-
-    def elbo_with_running_sigma(self, x):
-        """Like `elbo`, but optimal modes use the running sigma."""
-        x = self._checked(x)
-        features = self.encoder(x, training=False)
-        loc2, scale2 = self.posterior(features)
-        z2 = loc2 + scale2 * keras.random.normal(ops.shape(loc2), seed=self.seed_generator)
-        prior_loc1, prior_scale1 = self._prior_z1(z2)
-        loc1, scale1 = self._posterior_z1(features, z2)
-        z1 = loc1 + scale1 * keras.random.normal(ops.shape(loc1), seed=self.seed_generator)
-        log_likelihood = self.likelihood.distribution(self.decoder(z1, training=False)).log_prob(x)
-        kl = ops.sum(_kl_normal(loc1, scale1, prior_loc1, prior_scale1), -1)
-        kl = kl + ops.sum(_kl_normal(loc2, scale2, 0.0, 1.0), -1)
-        return log_likelihood - kl
+        summary = latents.summary(self.posterior_distribution(self._checked_inputs(x, ())))
+        return (summary["mean"], summary["stddev"]), (summary["mean_z2"], summary["stddev_z2"])
 
     # ------------------------------------------------------------ config
     def get_config(self):

@@ -20,6 +20,7 @@ import keras
 import tensorflow_probability as tfp
 from keras import layers, ops
 
+from keras_vae import latents
 from keras_vae import likelihoods as likelihoods_lib
 from keras_vae.models.vae import VAE
 from keras_vae.networks import _check_image_shape, _crop_to
@@ -157,7 +158,7 @@ class SpatialDiagonalGaussian(keras.layers.Layer):
     >>> import numpy as np
     >>> q = SpatialDiagonalGaussian(4).distribution(np.zeros((2, 3, 3, 8), "float32"))
     >>> q.batch_shape.as_list(), q.event_shape.as_list()
-    ([2, 3, 3], [4])
+    ([2], [3, 3, 4])
     """
 
     def __init__(self, latent_channels: int, min_scale: float = 1e-4, **kwargs):
@@ -179,18 +180,13 @@ class SpatialDiagonalGaussian(keras.layers.Layer):
         shape = (*features_shape[:-1], self.latent_channels)
         return shape, shape
 
-    def distribution(self, features) -> tfd.MultivariateNormalDiag:
-        """q(z|x): batch shape `(batch, h, w)`, event `(latent_channels,)`."""
+    def distribution(self, features) -> tfd.Independent:
+        """q(z|x): batch shape `(batch,)`, event `(h, w, latent_channels)` (independent Normals)."""
         loc, scale = self(features)
-        return tfd.MultivariateNormalDiag(loc=loc, scale_diag=scale)
+        return tfd.Independent(tfd.Normal(loc=loc, scale=scale), reinterpreted_batch_ndims=3)
 
     def get_config(self):
         return {**super().get_config(), "latent_channels": self.latent_channels, "min_scale": self.min_scale}
-
-
-def _sum_latent(values):
-    """Sums a per-dimension tensor `(batch, ...)` over all but the batch axis."""
-    return ops.sum(ops.reshape(values, (ops.shape(values)[0], -1)), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -248,7 +244,7 @@ class SpatialVAE(VAE):
             raise ValueError(f"Expected the encoder input to be (height, width, channels). Received: {image_shape}")
         if len(features) != 3:
             raise ValueError(f"Expected the encoder to output a feature map (h, w, F). Received: {features}")
-        self.latent_shape = (*features[:2], self.latent_dim)
+        self._latent_map_shape = (*features[:2], self.latent_dim)
         if decoder_in != self.latent_shape:
             raise ValueError(
                 f"The decoder takes inputs of shape {decoder_in}, but the latent map is {self.latent_shape}."
@@ -261,40 +257,14 @@ class SpatialVAE(VAE):
             )
         return image_shape
 
-    def _checked_latent(self, z):
-        z = ops.convert_to_tensor(z, "float32")
-        if tuple(z.shape[1:]) != self.latent_shape:
-            raise ValueError(
-                f"Expected z of shape (batch, {', '.join(map(str, self.latent_shape))}). "
-                f"Received: z.shape={tuple(z.shape)}"
-            )
-        return z
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """The latent map `(h, w, latent_dim)`."""
+        return self._latent_map_shape
 
-    def decode(self, z):
-        """Returns `(mean, sigma)` of p(x|z) for latent maps `z` `(batch, h, w, latent_dim)`."""
-        params = self.decoder(self._checked_latent(z), training=False)
-        return self.likelihood.mean(params), self.likelihood.stddev(params)
-
-    def sample(self, num_samples: int):
-        """Decoder means at `num_samples` latent maps z ~ N(0, I): `(num_samples, H, W, C)`."""
-        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-            raise ValueError(f"Expected a positive integer. Received: num_samples={num_samples!r}")
-        z = keras.random.normal((num_samples, *self.latent_shape), seed=self.seed_generator)
-        return self.decode(z)[0]
-
-    def elbo(self, x):
-        """The one-sample ELBO of each image, `(batch,)` nats, at beta = 1."""
-        terms = self.compute_terms(self._checked(x), training=False)
-        return terms["log_likelihood"] - _sum_latent(terms["kl_per_dim"])
-
-    def elbo_with_running_sigma(self, x):
-        """Like `elbo`, but optimal modes use the running sigma."""
-        x = self._checked(x)
-        q = self.posterior.distribution(self.encoder(x, training=False))
-        z = q.loc + q.stddev() * keras.random.normal(ops.shape(q.loc), seed=self.seed_generator)
-        log_likelihood = self.likelihood.distribution(self.decoder(z, training=False)).log_prob(x)
-        factors = tfd.Normal(loc=q.loc, scale=q.stddev())
-        return log_likelihood - _sum_latent(tfd.kl_divergence(factors, tfd.Normal(0.0, 1.0)))
+    def prior_distribution(self, inputs=None, training: bool = False):
+        """p(z) = N(0, I) over the whole latent map."""
+        return latents.standard_normal(self.latent_shape)
 
 
 def build_spatial_vae(

@@ -7,17 +7,20 @@ latent dimensions and averaged over the batch (nats per image).
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_vae import latents, networks
 from keras_vae import likelihoods as likelihoods_lib
-from keras_vae import networks
 from keras_vae.data import validate_images
 from keras_vae.layers import cross_replica_sum
+from keras_vae.noise import Noise, SeededNoise
 from keras_vae.objectives import elbo_terms
-from keras_vae.posteriors import DiagonalGaussian, kl_per_dimension
+from keras_vae.posteriors import DiagonalGaussian
 
 METRIC_NAMES = ("loss", "elbo", "rec", "kl", "sigma", "beta")
 
@@ -69,7 +72,7 @@ def _multi_worker() -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
 
 
-def _global_batch_means(log_likelihood, kl_per_dim):
+def global_batch_means(log_likelihood, kl_per_dim, auxiliary):
     """Per-image terms -> the global batch's means, as a batch of one.
 
     On one device this returns its arguments (`elbo_terms` averages them).
@@ -77,24 +80,71 @@ def _global_batch_means(log_likelihood, kl_per_dim):
     the sums and the image count are all-reduced (differentiably), so every
     replica sees the single-device ELBO of the global batch, free bits
     included (their floor applies to the global per-dimension KL).
+
+    Args:
+        log_likelihood: `(batch,)`.
+        kl_per_dim: `(batch, ...)` (returned flattened under a strategy).
+        auxiliary: Per-image auxiliary losses `(batch, k)` (k may be 0).
     """
     if _num_replicas() == 1:
-        return log_likelihood, kl_per_dim
+        return log_likelihood, kl_per_dim, auxiliary
     count = ops.cast(ops.shape(log_likelihood)[0], log_likelihood.dtype)
-    latent_shape = tuple(kl_per_dim.shape[1:])  # (D,), or (h, w, c) for a latent map
+    kl_flat = tf.reshape(kl_per_dim, tf.stack([tf.shape(kl_per_dim)[0], -1]))
+    kl_size = tf.shape(kl_flat)[1]
     packed = ops.concatenate([
         ops.sum(log_likelihood, keepdims=True),
-        ops.reshape(ops.sum(kl_per_dim, axis=0), (-1,)),
+        ops.sum(kl_flat, axis=0),
+        ops.sum(auxiliary, axis=0),
         ops.reshape(count, (1,)),
     ])
     totals = cross_replica_sum(packed)
     means = totals[:-1] / totals[-1]
-    return means[:1], ops.reshape(means[1:], (1, *latent_shape))
+    return means[:1], tf.reshape(means[1 : 1 + kl_size], (1, -1)), tf.reshape(means[1 + kl_size :], (1, -1))
+
+
+def _sum_per_image(values):
+    """Sums `(batch, ...)` over all but the batch axis."""
+    return ops.sum(ops.reshape(values, (ops.shape(values)[0], -1)), axis=-1)
+
+
+def _repeat_rows(value, times):
+    """`(batch, ...)` -> `(times * batch, ...)`, the batch repeated `times` times (draw-major)."""
+    value = ops.convert_to_tensor(value)
+    tiled = ops.repeat(value[None], times, axis=0)
+    return ops.reshape(tiled, (-1, *value.shape[1:]))
+
+
+def _check_count(num_samples) -> None:
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ValueError(f"Expected a positive integer. Received: num_samples={num_samples!r}")
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
 class VAE(keras.Model):
-    """A VAE whose decoder likelihood (and so its calibration) is a layer.
+    """A VAE whose decoder likelihood (and so its calibration) is a layer, and the base of every family.
+
+    **The model contract.** A family is this class plus its distributions,
+    each a `tfd.Distribution` built from an `inputs` dict (`{"x": images}`,
+    plus conditions such as `{"y": labels}`):
+
+    - `posterior_distribution(inputs)`: q(z | x[, y]);
+    - `prior_distribution(inputs)`: p(z);
+    - `likelihood_distribution(z, inputs)`: p(x | z[, y]);
+    - `condition_specs()` and `latent_shape`: the `tf.TensorSpec`s of the
+      extra inputs and of the latent the decoder reads (they drive export).
+
+    Smaller hooks have defaults that serve most families:
+    `reparameterize(q, noise, training)` (`keras_vae.latents.draw`),
+    `decoder_latent(z)` (the part of a draw the decoder reads),
+    `decoder_params(z, inputs)`, `auxiliary_terms(...)` (extra losses and
+    metrics), `decoded(z, inputs, noise, greedy)` and `extra_signatures`.
+    Everything else is written once here: `train_step` / `test_step` (with
+    replica-exact loss scaling and noise), `compute_terms`, `elbo`,
+    `elbo_with_running_sigma`, `log_importance_weights`, `encode`, `decode`,
+    `sample`, `reconstruct`, and, in `keras_vae.export` and
+    `keras_vae.evaluation`, the served signatures and the evaluation. Every
+    random draw comes from a `keras_vae.noise.Noise` passed in, so one draw
+    serves a training step, a test and an exported graph.
 
     The model is built on construction from the encoder's input shape, so it
     saves and loads its weights even if it only ever ran in `train_step`.
@@ -132,6 +182,9 @@ class VAE(keras.Model):
     TensorShape([3, 8, 8, 1])
     """
 
+    # Metrics beyond METRIC_NAMES that a family reports (from `auxiliary_terms` or `_metric_value`).
+    extra_metric_names: tuple[str, ...] = ()
+
     def __init__(
         self,
         encoder: keras.Model,
@@ -168,7 +221,7 @@ class VAE(keras.Model):
             trainable=False,
             name="beta",
         )
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES + self.extra_metric_names}
         self.image_shape = self._check_networks()
         self.build((None, *self.image_shape))
 
@@ -177,19 +230,16 @@ class VAE(keras.Model):
         """Checks that encoder, decoder and likelihood fit together; returns (H, W, C)."""
         try:
             image_shape = _shape_without_batch(self.encoder.input_shape)
-            decoder_in = _shape_without_batch(self.decoder.input_shape)
             decoder_out = _shape_without_batch(self.decoder.output_shape)
+            decoder_in = self.decoder.input_shape
         except (AttributeError, ValueError) as error:
             raise ValueError(
-                "VAE needs a built encoder and decoder with known input shapes, such as the "
+                f"{type(self).__name__} needs a built encoder and decoder with known input shapes, such as the "
                 "functional models of keras_vae.networks."
             ) from error
         if len(image_shape) != 3 or None in image_shape:
             raise ValueError(f"Expected the encoder input to be (height, width, channels). Received: {image_shape}")
-        if decoder_in != (self.latent_dim,):
-            raise ValueError(
-                f"The decoder takes inputs of shape {decoder_in}, but latent_dim={self.latent_dim}."
-            )
+        self._check_decoder_input(decoder_in, image_shape)
         per_channel = self.likelihood.params_per_channel
         expected_out = (*image_shape[:2], image_shape[2] * per_channel)
         if decoder_out != expected_out:
@@ -200,6 +250,14 @@ class VAE(keras.Model):
                 f"params_per_channel={per_channel} and output_shape={image_shape}."
             )
         return image_shape
+
+    def _check_decoder_input(self, decoder_input_shape, image_shape) -> None:
+        """Raises a ValueError unless the decoder reads the latent the family draws."""
+        if _shape_without_batch(decoder_input_shape) != tuple(self.latent_shape):
+            raise ValueError(
+                f"The decoder takes inputs of shape {_shape_without_batch(decoder_input_shape)}, but "
+                f"latent_dim={self.latent_dim}."
+            )
 
     def build(self, input_shape):
         # Layers restored by `load_model` arrive built; build only the others.
@@ -220,60 +278,212 @@ class VAE(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
-    # ------------------------------------------------------------- the ELBO
-    def compute_terms(self, x, training: bool = False) -> dict:
-        """One-sample ELBO terms for a batch, averaged over it (nats per image).
+    # ------------------------------------------------------ the contract: specs
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """The shape of one latent the decoder reads (no batch): `(latent_dim,)` here."""
+        return (self.latent_dim,)
+
+    def condition_specs(self) -> dict[str, tf.TensorSpec]:
+        """The inputs besides the images, by name (e.g. labels `y`): none here."""
+        return {}
+
+    def input_specs(self) -> dict[str, tf.TensorSpec]:
+        """`{"x": images, **condition_specs()}`, each a `tf.TensorSpec` with a `None` batch."""
+        return {"x": tf.TensorSpec((None, *self.image_shape), tf.float32, name="x"), **self.condition_specs()}
+
+    def latent_spec(self) -> tf.TensorSpec:
+        """The decoder's latent input, `(None, *latent_shape)` float32."""
+        return tf.TensorSpec((None, *self.latent_shape), tf.float32, name="z")
+
+    # ------------------------------------------------ the contract: distributions
+    def posterior_distribution(self, inputs, training: bool = False):
+        """q(z|x): the encoder head's distribution (`tfd.MultivariateNormalDiag`, or a correlated
+        `tfd.MultivariateNormalTriL` after whitening).
 
         Args:
-            x: Images `(batch, H, W, C)` in [0, 1].
+            inputs: `{"x": images}` (an image batch is accepted too).
+            training: Whether layers run in training mode. Defaults to False.
+        """
+        inputs = self._as_inputs(inputs)
+        return self.posterior.distribution(self.encoder(inputs["x"], training=training))
+
+    def prior_distribution(self, inputs=None, training: bool = False):
+        """p(z) = N(0, I) over `latent_shape` (no batch)."""
+        return latents.standard_normal(self.latent_shape)
+
+    def likelihood_distribution(self, z, inputs, training: bool = False, fit_sigma: bool = False):
+        """p(x|z): the likelihood layer's distribution of the decoder's parameters at `z`.
+
+        Args:
+            z: Decoder latents `(batch, *latent_shape)`.
+            inputs: The inputs dict (conditions; the images for `fit_sigma`).
             training: Whether layers run in training mode (and optimal sigma
                 updates its running average). Defaults to False.
-
-        Returns:
-            A dict of scalars `loss`, `elbo`, `rec`, `kl`, `sigma`, and the
-            per-image `log_likelihood` and `kl_per_dim`.
+            fit_sigma: Fit optimal sigmas to `inputs["x"]` (as in training)
+                instead of using the running sigma. Defaults to False.
         """
-        x = ops.convert_to_tensor(x, "float32")
-        q = self.posterior.distribution(self.encoder(x, training=training))
-        noise = self._replica_noise(ops.shape(q.loc))
-        z = q.loc + q.stddev() * noise  # the reparameterised sample of q
-        p = self.likelihood.distribution(self.decoder(z, training=training), x, training=training)
-        log_likelihood = p.log_prob(x)
-        kl_per_dim = kl_per_dimension(q)
-        terms = elbo_terms(*_global_batch_means(log_likelihood, kl_per_dim), self.beta, self.free_bits)
-        terms["sigma"] = ops.mean(p.stddev())
-        terms["log_likelihood"] = log_likelihood
-        terms["kl_per_dim"] = kl_per_dim
-        return terms
+        x = inputs.get("x") if fit_sigma else None
+        return self.scoring_likelihood.distribution(self.decoder_params(z, inputs, training), x, training=training)
 
-    def _replica_noise(self, shape, draw=None):
-        """Noise of `shape` (N(0, I) unless `draw` says otherwise): this replica's rows of the global batch's draw.
+    # ------------------------------------------------------ the contract: hooks
+    def reparameterize(self, q, noise: Noise, training: bool = False):
+        """A reparameterised draw of q from `noise` (`keras_vae.latents.draw`)."""
+        return latents.draw(q, noise)
 
-        Under a strategy every replica draws the noise of the whole global
-        batch (the seed state is mirrored, so the draws agree) and keeps its
-        own rows, so a distributed step uses exactly the single-device noise.
+    def decoder_latent(self, z):
+        """The part of a posterior or prior draw that the decoder reads: all of it here."""
+        return z
+
+    def decoder_params(self, z, inputs, training: bool = False):
+        """The decoder network's output at latents `z` (conditions in `inputs`)."""
+        return self.decoder_network(z, training=training)
+
+    def auxiliary_terms(self, q, z, kl_per_dim, training: bool = False) -> tuple[dict, dict]:
+        """Family extras of a step: `(losses, metrics)`.
+
+        `losses` maps names to per-image tensors `(batch,)` added to the loss
+        (averaged over the global batch, like the ELBO terms); `metrics`
+        maps names to scalars. None here.
+        """
+        return {}, {}
+
+    def decoded(self, z, inputs, noise: Noise | None = None, greedy: bool = False):
+        """`(mean, stddev)` of p(x|z) at decoder latents `z`, each `(batch, H, W, C)`.
+
+        `stddev` is the decoder standard deviation the model uses at
+        inference: the running optimal sigma, the learned or fixed one, the
+        per-pixel prediction, or for a Bernoulli `sqrt(p * (1 - p))`.
+        (`noise` and `greedy` are for autoregressive decoders.)
+        """
+        params = self.decoder_params(z, inputs)
+        return self.likelihood.mean(params), self.likelihood.stddev(params)
+
+    def extra_signatures(self, decoded_outputs, checked) -> dict:
+        """More exported functions, `{name: (fn, [specs])}`, beside the five of `keras_vae.export`."""
+        return {}
+
+    @property
+    def decoder_network(self) -> keras.Model:
+        """The decoder the hooks call: `decoder`, or a stand-in while `substituted` runs."""
+        return self.__dict__.get("_substitutes", {}).get("decoder") or self.decoder
+
+    @property
+    def scoring_likelihood(self):
+        """The likelihood `likelihood_distribution` uses: `likelihood`, or a stand-in while `substituted` runs."""
+        return self.__dict__.get("_substitutes", {}).get("likelihood") or self.likelihood
+
+    @contextlib.contextmanager
+    def substituted(self, decoder: keras.Model | None = None, likelihood=None):
+        """Within this context the hooks decode with `decoder` (e.g. the export's serving decoder)
+        and score with `likelihood` (e.g. a fixed sigma); None keeps the model's own.
+
+        (Plain attributes, not Keras-tracked layers: the model's saved state is unchanged.)
+        """
+        previous = self.__dict__.get("_substitutes")
+        self.__dict__["_substitutes"] = {"decoder": decoder, "likelihood": likelihood}
+        try:
+            yield self
+        finally:
+            self.__dict__["_substitutes"] = previous or {}
+
+    # ------------------------------------------------------------ inputs
+    def _as_inputs(self, inputs, *conditions) -> dict:
+        """An inputs dict from a dict, a batch of images plus conditions, or an `(x, y)` tuple."""
+        if isinstance(inputs, dict):
+            return inputs
+        if isinstance(inputs, (tuple, list)) and not conditions:
+            inputs, *conditions = inputs
+        names = list(self.condition_specs())
+        if len(conditions) != len(names):
+            needed = ", ".join(names) or "no conditions"
+            raise ValueError(f"{type(self).__name__} takes {needed} besides the images; received "
+                             f"{len(conditions)} extra argument(s).")
+        return {"x": inputs, **dict(zip(names, conditions, strict=True))}
+
+    def _conditions(self, conditions, rows=None) -> dict:
+        names = list(self.condition_specs())
+        if len(conditions) != len(names):
+            needed = ", ".join(names) or "no conditions"
+            raise ValueError(f"{type(self).__name__} takes {needed}; received {len(conditions)} condition(s).")
+        return dict(zip(names, conditions, strict=True))
+
+    def noise(self, seed=None) -> Noise:
+        """The model's noise source: seeded by `seed` (a `(2,)` seed) or the model's seed generator."""
+        return SeededNoise(self.seed_generator.next() if seed is None else seed)
+
+    # ------------------------------------------------------------- the ELBO
+    def compute_terms(self, inputs, noise: Noise | None = None, training: bool = False,
+                      fit_sigma: bool = True) -> dict:
+        """One-sample ELBO terms of a batch, averaged over it (nats per image): the one ELBO.
 
         Args:
-            shape: `(batch, ...)`, this replica's batch first.
-            draw: `draw(shape, seed_generator) -> tensor`. Defaults to
-                `keras.random.normal`.
-        """
-        draw = draw or (lambda full_shape, seed: keras.random.normal(full_shape, seed=seed))
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
-            return draw(shape, self.seed_generator)
-        replica = tf.cast(context.replica_id_in_sync_group, "int32")
-        local = tf.cast(shape[0], "float32")
-        counts = cross_replica_sum(tf.one_hot(replica, context.num_replicas_in_sync) * local)
-        counts = tf.cast(tf.round(counts), "int32")
-        offset = tf.reduce_sum(counts[:replica])
-        noise = draw((tf.reduce_sum(counts), *shape[1:]), self.seed_generator)
-        return noise[offset : offset + shape[0]]
+            inputs: The inputs dict (or an image batch).
+            noise: The noise of the draw. Defaults to `self.noise()`.
+            training: Whether layers run in training mode (and optimal sigma
+                updates its running average). Defaults to False.
+            fit_sigma: Fit optimal sigmas to the batch (as in training).
+                Defaults to True.
 
-    def _step_inputs(self, data) -> tuple:
-        """The arguments of `compute_terms` in a batch from `fit`/`evaluate`: `(x,)`."""
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return (checked_pixels(x),)
+        Returns:
+            A dict of scalars `loss`, `elbo`, `rec`, `kl`, `sigma` and the
+            family's metrics, and the per-image `log_likelihood`,
+            `kl_per_dim` and `elbo_per_image`.
+        """
+        inputs = self._as_inputs(inputs)
+        noise = noise or self.noise()
+        x = ops.convert_to_tensor(inputs["x"], "float32")
+        inputs = {**inputs, "x": x}
+        q = self.posterior_distribution(inputs, training=training)
+        z = self.reparameterize(q, noise, training=training)
+        p_x = self.likelihood_distribution(self.decoder_latent(z), inputs, training=training, fit_sigma=fit_sigma)
+        log_likelihood = p_x.log_prob(x)
+        kl_per_dim = latents.kl_per_dimension(q, self.prior_distribution(inputs, training=training), z)
+        auxiliary, metrics = self.auxiliary_terms(q, z, kl_per_dim, training=training)
+        per_image = (ops.stack(list(auxiliary.values()), axis=-1) if auxiliary
+                     else ops.zeros((ops.shape(log_likelihood)[0], 0)))
+        mean_ll, mean_kl, mean_aux = global_batch_means(log_likelihood, kl_per_dim, per_image)
+        terms = elbo_terms(mean_ll, ops.reshape(mean_kl, (ops.shape(mean_kl)[0], -1)), self.beta, self.free_bits)
+        aux_means = ops.mean(mean_aux, axis=0)
+        for index, name in enumerate(auxiliary):
+            terms[name] = aux_means[index]
+            terms["loss"] = terms["loss"] + aux_means[index]
+        terms.update(metrics)
+        terms["sigma"] = ops.mean(p_x.stddev())
+        terms["log_likelihood"] = log_likelihood
+        terms["kl_per_dim"] = kl_per_dim
+        terms["elbo_per_image"] = log_likelihood - _sum_per_image(kl_per_dim)
+        return terms
+
+    def log_importance_weights(self, inputs, num_samples: int, noise: Noise | None = None):
+        """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x): `(num_samples, batch)`.
+
+        The inputs are repeated `num_samples` times (draw-major), so every
+        family's posterior, prior and likelihood serve unchanged. The
+        likelihood uses the running sigma: the weights are those of one
+        fixed model, not of a sigma refitted to the images.
+        """
+        inputs = self._as_inputs(inputs)
+        noise = noise or self.noise()
+        repeated = {name: _repeat_rows(value, num_samples) for name, value in inputs.items()}
+        q = self.posterior_distribution(repeated)
+        z = self.reparameterize(q, noise)
+        p_x = self.likelihood_distribution(self.decoder_latent(z), repeated)
+        log_prior = latents.log_prob(self.prior_distribution(repeated), z)
+        log_w = p_x.log_prob(repeated["x"]) + log_prior - latents.log_prob(q, z)
+        return ops.reshape(log_w, (num_samples, -1))
+
+    # -------------------------------------------------------- Keras steps
+    def _step_inputs(self, data) -> dict:
+        """The inputs dict of a batch from `fit`/`evaluate`: `{"x": x}` plus the labels as conditions."""
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        names = list(self.condition_specs())
+        if not names:
+            return {"x": checked_pixels(x)}
+        if y is None:
+            raise ValueError(f"{type(self).__name__} trains on (images, {names[0]}) pairs: call fit(x, y) or pass "
+                             "(x, y) batches.")
+        return {"x": checked_pixels(x), names[0]: y}
 
     def _metric_value(self, name: str, terms: dict):
         """The value a tracker records: a term of the step, or model state such as beta."""
@@ -296,24 +506,25 @@ class VAE(keras.Model):
     def train_step(self, data):
         inputs = self._step_inputs(data)
         with tf.GradientTape() as tape:
-            terms = self.compute_terms(*inputs, training=True)
+            terms = self.compute_terms(inputs, training=True)
             # `terms["loss"]` is the global batch's loss on every replica and
             # the optimizer sums the replicas' gradients: divide by their
             # number so the update equals the single-device one.
             loss = self.optimizer.scale_loss(terms["loss"] / _num_replicas())
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        return self._update_metrics(terms, inputs[0])
+        return self._update_metrics(terms, inputs["x"])
 
     def test_step(self, data):
         inputs = self._step_inputs(data)
-        return self._update_metrics(self.compute_terms(*inputs, training=False), inputs[0])
+        return self._update_metrics(self.compute_terms(inputs, training=False), inputs["x"])
 
     # -------------------------------------------------------- user-facing API
-    def call(self, x, training: bool = False):
-        """The deterministic reconstruction: decoder mean at the posterior mean."""
-        loc, _ = self.posterior(self.encoder(x, training=training))
-        return self.likelihood.mean(self.decoder(loc, training=training))
+    def call(self, inputs, training: bool = False):
+        """The deterministic reconstruction: the decoder mean at the posterior's mode."""
+        inputs = self._as_inputs(inputs)
+        z = self.decoder_latent(latents.mode(self.posterior_distribution(inputs, training=training)))
+        return self.decoded(z, inputs, greedy=True)[0]
 
     def _checked(self, x):
         if isinstance(x, np.ndarray):
@@ -323,55 +534,55 @@ class VAE(keras.Model):
                              f"Received: x.shape={tuple(x.shape)}")
         return ops.convert_to_tensor(x, "float32")
 
-    def posterior_distribution(self, x):
-        """q(z|x) as a `tfd.MultivariateNormalDiag`."""
-        return self.posterior.distribution(self.encoder(self._checked(x), training=False))
+    def _checked_inputs(self, x, conditions) -> dict:
+        return self._as_inputs(self._checked(x), *conditions)
 
-    def encode(self, x):
-        """Returns `(mean, stddev)` of q(z|x), each `(batch, latent_dim)`."""
-        return self.posterior(self.encoder(self._checked(x), training=False))
-
-    def decode(self, z):
-        """Returns `(mean, sigma)` of p(x|z), each `(batch, H, W, C)`.
-
-        `sigma` is the decoder standard deviation the model uses at inference:
-        the running optimal sigma, the learned or fixed one, the per-pixel
-        prediction, or for a Bernoulli `sqrt(p * (1 - p))`.
-        """
+    def _checked_latent(self, z):
         z = ops.convert_to_tensor(z, "float32")
-        if len(z.shape) != 2 or z.shape[-1] != self.latent_dim:
-            raise ValueError(f"Expected z of shape (batch, {self.latent_dim}). Received: z.shape={tuple(z.shape)}")
-        params = self.decoder(z, training=False)
-        return self.likelihood.mean(params), self.likelihood.stddev(params)
+        if tuple(z.shape[1:]) != tuple(self.latent_shape):
+            raise ValueError(f"Expected z of shape (batch, {', '.join(map(str, self.latent_shape))}). "
+                             f"Received: z.shape={tuple(z.shape)}")
+        return z
 
-    def sample(self, num_samples: int):
-        """Decoder means at `num_samples` draws z ~ N(0, I): `(num_samples, H, W, C)`."""
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"Expected a positive integer. Received: num_samples={num_samples!r}")
-        z = keras.random.normal((num_samples, self.latent_dim), seed=self.seed_generator)
-        return self.decode(z)[0]
+    def encode(self, x, *conditions):
+        """Returns `(mean, stddev)` of q(z|x[, y]), each `(batch, *latent_shape)`."""
+        summary = latents.summary(self.posterior_distribution(self._checked_inputs(x, conditions)))
+        return summary["mean"], summary["stddev"]
 
-    def reconstruct(self, x):
-        """Decoder mean at the posterior mean: `(batch, H, W, C)`."""
-        return self(self._checked(x), training=False)
+    def decode(self, z, *conditions, greedy: bool = False):
+        """Returns `(mean, sigma)` of p(x|z[, y]), each `(batch, H, W, C)` (see `decoded`)."""
+        z = self._checked_latent(z)
+        return self.decoded(z, self._conditions(conditions), self.noise(), greedy=greedy)
 
-    def elbo(self, x):
+    def sample(self, num_samples: int, *conditions):
+        """Decoder means at `num_samples` draws z ~ p(z[| y]): `(num_samples, H, W, C)`."""
+        _check_count(num_samples)
+        inputs = self._conditions(conditions)
+        noise = self.noise()
+        z = latents.draw(self.prior_distribution(inputs), noise, num_samples)
+        return self.decoded(self.decoder_latent(z), inputs, noise)[0]
+
+    def reconstruct(self, x, *conditions):
+        """The decoder mean at the posterior's mode: `(batch, H, W, C)`."""
+        return self(self._checked_inputs(x, conditions), training=False)
+
+    def elbo(self, x, *conditions, seed=None):
         """The one-sample ELBO of each image, `(batch,)` nats, at beta = 1.
 
         Optimal-sigma likelihoods fit sigma to `x` (as in training); to score
         images one at a time with the model's calibrated running sigma, use
         `elbo_with_running_sigma`.
-        """
-        terms = self.compute_terms(self._checked(x), training=False)
-        return terms["log_likelihood"] - ops.sum(terms["kl_per_dim"], axis=-1)
 
-    def elbo_with_running_sigma(self, x):
+        Args:
+            x: Images `(batch, H, W, C)` (then the model's conditions).
+            seed: A `(2,)` seed of the draw. Defaults to the model's seed generator.
+        """
+        return self.compute_terms(self._checked_inputs(x, conditions), self.noise(seed))["elbo_per_image"]
+
+    def elbo_with_running_sigma(self, x, *conditions, seed=None):
         """Like `elbo`, but optimal modes use the running sigma, not one fitted to `x`."""
-        x = self._checked(x)
-        q = self.posterior.distribution(self.encoder(x, training=False))
-        z = q.loc + q.stddev() * keras.random.normal(ops.shape(q.loc), seed=self.seed_generator)
-        log_likelihood = self.likelihood.distribution(self.decoder(z, training=False)).log_prob(x)
-        return log_likelihood - ops.sum(kl_per_dimension(q), axis=-1)
+        inputs = self._checked_inputs(x, conditions)
+        return self.compute_terms(inputs, self.noise(seed), fit_sigma=False)["elbo_per_image"]
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Under a strategy, builds the optimizer without Keras' symbolic trace of the model.
@@ -422,16 +633,22 @@ class VAE(keras.Model):
                     "Use keras_vae.data.to_float to convert uint8 images."
                 )
 
-    def fit(self, x=None, *args, **kwargs):
+    def _check_labels(self, x, y, method: str) -> None:
+        if self.condition_specs() and isinstance(x, np.ndarray) and y is None:
+            raise ValueError(f"{type(self).__name__}.{method} needs labels: {method}(x, y).")
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self._check_labels(x, y, "fit")
         self._check_data(x, "x")
         validation = kwargs.get("validation_data")
         if validation is not None:
             self._check_data(validation[0] if isinstance(validation, tuple) else validation, "validation_data")
-        return super().fit(x, *args, **kwargs)
+        return super().fit(x, y, *args, **kwargs)
 
-    def evaluate(self, x=None, *args, **kwargs):
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._check_labels(x, y, "evaluate")
         self._check_data(x, "x")
-        return super().evaluate(x, *args, **kwargs)
+        return super().evaluate(x, y, *args, **kwargs)
 
     # ------------------------------------------------------------ config
     def get_config(self):

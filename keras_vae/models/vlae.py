@@ -26,8 +26,6 @@ from keras import ops
 from keras_vae import likelihoods as likelihoods_lib
 from keras_vae import networks, pixelcnn
 from keras_vae.models.vae import VAE
-from keras_vae.objectives import elbo_terms
-from keras_vae.posteriors import kl_per_dimension
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -50,6 +48,9 @@ class VLAE(VAE):
     >>> vlae.sample(2).shape
     TensorShape([2, 6, 6, 1])
     """
+
+    def _check_decoder_input(self, decoder_input_shape, image_shape) -> None:
+        pass  # checked with the rest in `_check_networks`
 
     def _check_networks(self) -> tuple[int, int, int]:
         try:
@@ -81,32 +82,23 @@ class VLAE(VAE):
         """The side of the window each pixel's conditional sees."""
         return pixelcnn.receptive_field_of(self.decoder)
 
-    # ------------------------------------------------------------- the ELBO
-    def compute_terms(self, x, training: bool = False) -> dict:
-        """One-sample ELBO terms with the teacher-forced decoder (nats per image).
+    # ------------------------------------------------------------ the contract
+    def decoder_params(self, z, inputs, training: bool = False):
+        """The teacher-forced decoder: every pixel's conditional given z and the true earlier pixels."""
+        return self.decoder_network([z, inputs["x"]], training=training)
 
-        Returns the dict of `VAE.compute_terms`; `sigma` is the mean standard
-        deviation of the pixels' conditionals given the true earlier pixels.
+    def decoded(self, z, inputs, noise=None, greedy: bool = False):
+        """Generates images from z pixel by pixel: `(images, conditional stddevs)`.
+
+        Each pixel is drawn from its conditional (seeds from `noise`), or with
+        `greedy` set to its conditional mean rounded to the 1/255 grid.
         """
-        x = ops.convert_to_tensor(x, "float32")
-        q = self.posterior.distribution(self.encoder(x, training=training))
-        z = q.loc + q.stddev() * keras.random.normal(ops.shape(q.loc), seed=self.seed_generator)
-        p = self.likelihood.distribution(self.decoder([z, x], training=training), x, training=training)
-        log_likelihood = p.log_prob(x)
-        kl_per_dim = kl_per_dimension(q)
-        terms = elbo_terms(log_likelihood, kl_per_dim, self.beta, self.free_bits)
-        terms["sigma"] = ops.mean(p.stddev())
-        terms["log_likelihood"] = log_likelihood
-        terms["kl_per_dim"] = kl_per_dim
-        return terms
-
-    def elbo_with_running_sigma(self, x):
-        """The same as `elbo`: the decoder's conditionals carry no running statistics."""
-        return self.elbo(x)
+        noise = noise or self.noise()
+        seed = tf.cast(noise.uniform((2,)) * 2.0**31, tf.int32)
+        return self._generate(greedy)(ops.convert_to_tensor(z, "float32"), seed)
 
     # ------------------------------------------------------- autoregression
-    def _autoregressive(self, z, greedy: bool):
-        """Generates images from z pixel by pixel; returns `(images, conditional stddevs)`."""
+    def _autoregressive(self, z, seed, greedy: bool):
         height, width, channels = self.image_shape
         per_channel = self.likelihood.params_per_channel
         conditioning = self.decoder.get_layer("conditioner")(z, training=False)
@@ -125,7 +117,10 @@ class VLAE(VAE):
             params = net([canvas[:, start : start + strip], conditioning[:, start : start + strip]], training=False)
             pixel = params[:, row - start, col, channel * per_channel : (channel + 1) * per_channel]
             dist = self.likelihood.distribution(tf.reshape(pixel, (-1, 1, 1, per_channel)))
-            value = tf.round(dist.mean() * 255.0) / 255.0 if greedy else dist.sample()
+            if greedy:
+                value = tf.round(dist.mean() * 255.0) / 255.0
+            else:
+                value = dist.sample(seed=tf.random.experimental.stateless_fold_in(seed, index))
             return index + 1, canvas + positions[index] * tf.reshape(value, (-1, 1, 1, 1))
 
         _, images = tf.while_loop(
@@ -134,40 +129,13 @@ class VLAE(VAE):
         images = tf.ensure_shape(images, (None, height, width, channels))
         return images, self.likelihood.stddev(self.decoder([z, images], training=False))
 
-    def _generate(self, z, greedy: bool):
+    def _generate(self, greedy: bool):
         functions = self.__dict__.setdefault("_generate_functions", {})
         if greedy not in functions:
-            functions[greedy] = tf.function(lambda z: self._autoregressive(z, greedy), reduce_retracing=True)
-        return functions[greedy](z)
-
-    def decode(self, z, greedy: bool = False):
-        """Draws x ~ p(x|z) pixel by pixel: `(images, sigma)`, each `(batch, H, W, C)`.
-
-        Args:
-            z: Latents `(batch, latent_dim)`.
-            greedy: Set each pixel to its conditional mean (rounded to the
-                grid) instead of sampling it. Defaults to False.
-
-        Returns:
-            The images and the standard deviations of their pixels'
-            conditionals.
-        """
-        z = ops.convert_to_tensor(z, "float32")
-        if len(z.shape) != 2 or z.shape[-1] != self.latent_dim:
-            raise ValueError(f"Expected z of shape (batch, {self.latent_dim}). Received: z.shape={tuple(z.shape)}")
-        return self._generate(z, greedy)
-
-    def sample(self, num_samples: int):
-        """Images drawn from p(z) p(x|z), pixel by pixel: `(num_samples, H, W, C)`."""
-        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-            raise ValueError(f"Expected a positive integer. Received: num_samples={num_samples!r}")
-        z = keras.random.normal((num_samples, self.latent_dim), seed=self.seed_generator)
-        return self.decode(z)[0]
-
-    def call(self, x, training: bool = False):
-        """The deterministic reconstruction: greedy decoding at the posterior mean."""
-        loc, _ = self.posterior(self.encoder(x, training=training))
-        return self._generate(loc, True)[0]
+            functions[greedy] = tf.function(
+                lambda z, seed: self._autoregressive(z, seed, greedy), reduce_retracing=True
+            )
+        return functions[greedy]
 
 
 def build_vlae(

@@ -36,14 +36,17 @@ References:
 from __future__ import annotations
 
 import keras
-import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
 from keras import ops
 
 from keras_vae import likelihoods as likelihoods_lib
 from keras_vae.layers import cross_replica_sum
 from keras_vae.models.spatial import SpatialVAE, spatial_decoder, spatial_encoder
-from keras_vae.models.vae import _global_batch_means
+from keras_vae.noise import gumbel
 from keras_vae.pixelcnn import MaskedConv2D
+
+tfd = tfp.distributions
 
 _USAGE_DECAY = 0.95
 _EPSILON = 1e-5
@@ -154,7 +157,8 @@ class VectorQuantizer(keras.layers.Layer):
             - 2.0 * ops.matmul(flat, ops.transpose(self.codebook))
             + ops.sum(ops.square(self.codebook), axis=1)[None, :]
         )
-        indices = ops.cast(ops.argmin(distances, axis=1), "int32")
+        # `tf.argmin`, not Keras': Keras' adds a BitwiseAnd (for -0.0), which is not a TFLite builtin.
+        indices = tf.argmin(distances, axis=1, output_type=tf.int32)
         z_q = ops.reshape(ops.take(self.codebook, indices, axis=0), (-1, *z_e.shape[1:]))
         return ops.reshape(indices, (-1, *z_e.shape[1:-1])), z_q
 
@@ -238,6 +242,108 @@ def perplexity(indices, num_codes: int):
     return ops.exp(-ops.sum(probs * ops.log(probs + 1e-10)))
 
 
+class VectorQuantized(tfd.Distribution):
+    """The VQ-VAE posterior: a point mass at the quantised map z_q, batch `(batch,)`, event `(h, w, D)`.
+
+    Its reparameterised draw is the straight-through `z_e + stop_gradient(z_q - z_e)`
+    (the value z_q, the gradient of the encoder output z_e); `log_prob` is 0
+    (a point mass on a discrete code). `indices` is the code index map.
+    """
+
+    def __init__(self, z_q, z_e, indices, name: str = "VectorQuantized"):
+        parameters = dict(locals())
+        self.z_q, self.z_e, self.indices = z_q, z_e, indices
+        super().__init__(dtype=tf.float32, reparameterization_type=tfd.FULLY_REPARAMETERIZED, validate_args=False,
+                         allow_nan_stats=True, parameters=parameters, name=name)
+
+    def _batch_shape(self):
+        return self.z_q.shape[:1]
+
+    def _event_shape(self):
+        return self.z_q.shape[1:]
+
+    def _log_prob(self, z):
+        return tf.zeros(tf.shape(z)[:1])
+
+    def _mean(self):
+        return self.z_q
+
+    def _stddev(self):
+        return tf.zeros_like(self.z_q)
+
+    def draw(self, noise, num_samples=None):
+        """The straight-through value (no noise is used)."""
+        straight_through = self.z_e + tf.stop_gradient(self.z_q - self.z_e)
+        return straight_through if num_samples is None else tf.repeat(straight_through[None], num_samples, axis=0)
+
+    def draw_mode(self):
+        return self.z_q
+
+    def summary(self) -> dict:
+        return {"mean": self.z_q, "stddev": tf.zeros_like(self.z_q), "indices": self.indices}
+
+
+class CodePrior(tfd.Distribution):
+    """The VQ-VAE prior: a PixelCNN over the code index map, as a distribution over quantised maps z_q.
+
+    `log_prob(z_q)` is the PixelCNN's log-probability of the map's code
+    indices; `draw(noise, n)` samples index maps one position at a time
+    (Gumbel-max on `noise`'s uniforms, in a `tf.while_loop`) and looks up
+    their codes. KL(VectorQuantized || CodePrior) = -log prior(indices)
+    (registered with `tfd.RegisterKL`).
+    """
+
+    def __init__(self, model: VQVAE, training: bool = False, name: str = "CodePrior"):
+        parameters = dict(locals())
+        self.model, self.training = model, training
+        super().__init__(dtype=tf.float32, reparameterization_type=tfd.NOT_REPARAMETERIZED, validate_args=False,
+                         allow_nan_stats=True, parameters=parameters, name=name)
+
+    @classmethod
+    def _parameter_properties(cls, dtype, num_classes=None):
+        return {}
+
+    def _batch_shape(self):
+        return tf.TensorShape([])
+
+    def _event_shape(self):
+        return tf.TensorShape(self.model.latent_shape)
+
+    def log_prob_indices(self, indices):
+        """log prior(indices), summed over the map: `(batch,)` nats."""
+        return self.model.prior_log_prob(indices, self.training)
+
+    def _log_prob(self, z):
+        indices, _ = self.model.quantizer.nearest_codes(z)
+        return self.log_prob_indices(indices)
+
+    def draw_indices(self, noise, num_samples):
+        """Index maps `(num_samples, h, w)` drawn position by position."""
+        height, width = self.model.latent_shape[:2]
+        positions, codes = height * width, self.model.num_codes
+        scores_noise = gumbel(noise, tf.stack([num_samples, positions, codes]))
+
+        def step(position, indices):
+            logits = tf.reshape(self.model.prior_logits(indices), (-1, positions, codes))
+            scores = tf.gather(logits + scores_noise, position, axis=1)
+            code = tf.argmax(scores, axis=-1, output_type=tf.int32)
+            here = tf.reshape(tf.one_hot(position, positions, dtype=tf.int32), (1, height, width))
+            return position + 1, indices * (1 - here) + code[:, None, None] * here
+
+        start = tf.zeros(tf.stack([num_samples, height, width]), tf.int32)
+        _, indices = tf.while_loop(lambda position, _: position < positions, step, (tf.constant(0), start))
+        return tf.ensure_shape(indices, (None, height, width))
+
+    def draw(self, noise, num_samples=None):
+        return self.model.quantizer.lookup(self.draw_indices(noise, 1 if num_samples is None else num_samples))
+
+
+@tfd.RegisterKL(VectorQuantized, CodePrior)
+def _kl_vector_quantized_code_prior(q, p, name=None):
+    """KL of a point mass on a code map to the code prior: -log prior(indices)."""
+    return -p.log_prob_indices(q.indices)
+
+
 @keras.saving.register_keras_serializable(package="keras_vae")
 class VQVAE(SpatialVAE):
     """VQ-VAE with a PixelCNN prior over the code map, trained together by `fit`.
@@ -276,6 +382,8 @@ class VQVAE(SpatialVAE):
     >>> vq.sample(3).shape
     TensorShape([3, 8, 8, 1])
     """
+
+    extra_metric_names = ("vq_loss", "perplexity")
 
     def __init__(
         self,
@@ -318,7 +426,6 @@ class VQVAE(SpatialVAE):
                 layers += [MaskedConv2D(self.prior_filters, 3, "B", name=f"prior_masked_b{i}"), keras.layers.ReLU()]
             layers.append(keras.layers.Conv2D(self.num_codes, 1, name="prior_logits"))
             self.prior = keras.Sequential(layers, name="prior")
-            self.trackers.update({name: keras.metrics.Mean(name=name) for name in ("vq_loss", "perplexity")})
         if not self.prior.built:
             self.prior.build((None, *self.latent_shape[:2], self.num_codes))
         super().build(input_shape)
@@ -334,37 +441,40 @@ class VQVAE(SpatialVAE):
         picked = ops.sum(log_probs * ops.one_hot(ops.cast(indices, "int32"), self.num_codes), axis=-1)
         return ops.sum(ops.reshape(picked, (ops.shape(picked)[0], -1)), axis=-1)
 
-    # ------------------------------------------------------------- the ELBO
-    def compute_terms(self, x, training: bool = False) -> dict:
-        """Loss and metrics of a batch; `kl_per_dim` is `(batch, 1)`: the prior NLL."""
-        x = ops.convert_to_tensor(x, "float32")
-        z_e = self.quantizer.project(self.encoder(x, training=training))
+    # ------------------------------------------------------------ the contract
+    def posterior_distribution(self, inputs, training: bool = False):
+        """The point mass at the quantised encoder output (`VectorQuantized`)."""
+        inputs = self._as_inputs(inputs)
+        z_e = self.quantizer.project(self.encoder(inputs["x"], training=training))
         indices, z_q = self.quantizer.nearest_codes(z_e)
-        codebook_loss, commitment_loss = self.quantizer.losses_per_image(z_e, z_q)
+        return VectorQuantized(z_q, z_e, indices)
+
+    def prior_distribution(self, inputs=None, training: bool = False):
+        """The PixelCNN prior over code maps (`CodePrior`)."""
+        return CodePrior(self, training=training)
+
+    def auxiliary_terms(self, q, z, kl_per_dim, training: bool = False):
+        """The loss `vq_loss` (codebook + commitment, per image) and the metric `perplexity`;
+        in training, the codebook state is updated (usage, EMA, dead-code restarts)."""
+        codebook_loss, commitment_loss = self.quantizer.losses_per_image(q.z_e, q.z_q)
         if training:
-            self.quantizer.update(z_e, indices)
-        z = z_e + ops.stop_gradient(z_q - z_e)  # straight-through
-        p = self.likelihood.distribution(self.decoder(z, training=training), x, training=training)
-        log_likelihood = p.log_prob(x)
-        prior_nll = -self.prior_log_prob(ops.stop_gradient(indices), training)
-        # Means over the global batch (under a strategy: all-reduced), as in VAE.compute_terms.
-        mean_log_likelihood, means = _global_batch_means(
-            log_likelihood, ops.stack([prior_nll, codebook_loss + commitment_loss], axis=-1)
-        )
-        rec = -ops.mean(mean_log_likelihood)
-        means = ops.mean(means, axis=0)  # a batch of one under a strategy, per image on one device
-        kl, vq_loss = means[0], means[1]
-        return {
-            "loss": rec + vq_loss + self.beta * kl,
-            "elbo": -rec - kl,
-            "rec": rec,
-            "kl": kl,
-            "vq_loss": vq_loss,
-            "perplexity": perplexity(indices, self.num_codes),
-            "sigma": ops.mean(p.stddev()),
-            "log_likelihood": log_likelihood,
-            "kl_per_dim": prior_nll[:, None],
-        }
+            self.quantizer.update(q.z_e, q.indices)
+        return {"vq_loss": codebook_loss + commitment_loss}, {"perplexity": perplexity(q.indices, self.num_codes)}
+
+    def extra_signatures(self, decoded_outputs, checked) -> dict:
+        """`decode_indices(indices: (None, h, w) int32) -> decode's outputs`."""
+        spec = tf.TensorSpec((None, *self.latent_shape[:2]), tf.int32, name="indices")
+
+        def decode_indices(indices):
+            indices = checked(indices, spec)
+            in_range = tf.debugging.Assert(
+                tf.reduce_all((indices >= 0) & (indices < self.num_codes)),
+                [f"Expected code indices in [0, {self.num_codes}). Received:", indices],
+            )
+            with tf.control_dependencies([in_range]):
+                return decoded_outputs(self.quantizer.lookup(indices), {})
+
+        return {"decode_indices": (decode_indices, [spec])}
 
     # -------------------------------------------------------- user-facing API
     def encode_indices(self, x):
@@ -379,28 +489,7 @@ class VQVAE(SpatialVAE):
         """Index maps drawn from the PixelCNN prior, one position at a time: `(num_samples, h, w)`."""
         if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
             raise ValueError(f"Expected a positive integer. Received: num_samples={num_samples!r}")
-        height, width = self.latent_shape[:2]
-        indices = ops.zeros((num_samples, height, width), "int32")
-        for row in range(height):
-            for column in range(width):
-                logits = self.prior_logits(indices)[:, row, column, :]
-                uniform = keras.random.uniform(ops.shape(logits), seed=self.seed_generator)
-                draw = ops.cast(ops.argmax(logits - ops.log(-ops.log(uniform + 1e-20) + 1e-20), axis=-1), "int32")
-                position = np.zeros((1, height, width), bool)
-                position[0, row, column] = True
-                indices = ops.where(position, draw[:, None, None], indices)
-        return indices
-
-    def sample(self, num_samples: int):
-        """Decoder means at index maps from the prior: `(num_samples, H, W, C)`."""
-        return self.decode_indices(self.sample_indices(num_samples))[0]
-
-    def elbo_with_running_sigma(self, x):
-        """log p(x|z_q) with the running sigma plus log prior(indices): `(batch,)` nats."""
-        x = self._checked(x)
-        indices, z_q = self.quantizer.nearest_codes(self.quantizer.project(self.encoder(x, training=False)))
-        log_likelihood = self.likelihood.distribution(self.decoder(z_q, training=False)).log_prob(x)
-        return log_likelihood + self.prior_log_prob(indices)
+        return CodePrior(self).draw_indices(self.noise(), num_samples)
 
     # ------------------------------------------------------------ config
     def get_config(self):
