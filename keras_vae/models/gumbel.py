@@ -255,12 +255,6 @@ class GumbelSoftmaxVAE(VAE):
             "seed": self.seed,
         }
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("encoder", "decoder", "likelihood"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
 
 
 

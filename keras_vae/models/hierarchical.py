@@ -185,12 +185,6 @@ class HierarchicalVAE(VAE):
             "seed": self.seed,
         }
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("encoder", "decoder", "likelihood"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
 
 
 def build_hierarchical_vae(

@@ -667,9 +667,9 @@ class VAE(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("encoder", "decoder", "likelihood", "posterior"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
+        # Every family: the networks, heads and likelihood in the config are serialized Keras objects.
+        config = {key: keras.saving.deserialize_keras_object(value)
+                  if isinstance(value, dict) and "class_name" in value else value for key, value in config.items()}
         return cls(**config)
 
 
