@@ -411,7 +411,7 @@ def kl_per_dimension_stats(means: np.ndarray, stddevs: np.ndarray, scale_diag: n
     For a diagonal posterior each term is KL(q(z_d|x) || N(0, 1)). For a
     posterior N(mu, T T^T) with a lower-triangular T they are the chain-rule
     terms `(stddev_d**2 + mu_d**2 - 1) / 2 - log T_dd`, which sum to the full KL
-    (see `posteriors.kl_per_dimension`).
+    (see `keras_vae.latents.kl_per_dimension`).
 
     Args:
         means: Posterior means `(N, latent_dim)`.
