@@ -124,9 +124,8 @@ def as_inputs(model, data) -> dict:
 
 def _input_batches(inputs: dict, batch_size: int, progress: bool, label: str) -> Iterable[dict]:
     """Slices of an inputs dict, `batch_size` images each."""
-    count = len(inputs["x"])
-    for start in _batches(np.arange(count), batch_size, progress, label):
-        yield {name: value[start[0] : start[-1] + 1] for name, value in inputs.items()}
+    for rows in _batches(np.arange(len(inputs["x"])), batch_size, progress, label):
+        yield {name: value[rows] for name, value in inputs.items()}
 
 
 def _batches(x: np.ndarray, batch_size: int, progress: bool, label: str) -> Iterable[np.ndarray]:
@@ -539,9 +538,10 @@ def posterior_statistics(
         seed: Seed of the aggregate-posterior draws. Defaults to 0.
 
     Returns:
-        A dict: `kl` (nats per image), `kl_per_dim` (list), `active_units`,
-        `collapsed_units` (KL below `collapse_nats`), `latent_dim`,
-        `mutual_information`, `marginal_kl`.
+        A dict: `kl` (nats per image), `kl_per_dim` (list), `kl_estimator`
+        (`"analytic"` or `"monte_carlo"`), `active_units`, `collapsed_units`
+        (KL below `collapse_nats`), `latent_dim`, `mutual_information`,
+        `marginal_kl`.
 
     Example:
 
@@ -560,6 +560,8 @@ def posterior_statistics(
         "collapsed_units": int(np.sum(kl_by_dim < collapse_nats)),
         "latent_dim": int(kl_by_dim.size),
     }
+    first = {name: value[:2] for name, value in inputs.items()}
+    results["kl_estimator"] = latents.kl_estimator(model.posterior_distribution(first), model.prior_distribution(first))
     reason = collapse_statistics_reason(model, inputs)
     if reason is not None:
         return {**results, "active_units": reason, "mutual_information": reason, "marginal_kl": reason}

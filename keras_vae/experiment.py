@@ -185,7 +185,7 @@ def evaluate(model: VAE, x_test: np.ndarray, batch_size: int = 128, y_test=None)
     for start in range(0, len(x_test), batch_size):
         batch = x_test[start : start + batch_size]
         batch_labels = tuple(y[start : start + batch_size] for y in labels)
-        inputs = model._as_inputs(batch, *batch_labels)
+        inputs = model.as_inputs(batch, *batch_labels)
         # The reconstruction (decoder mean at the posterior's mode) and its sigma, in one decoder pass.
         z = model.decoder_latent(latents.mode(model.posterior_distribution(inputs)))
         mean, sigma = model.decoded(z, inputs, greedy=True)

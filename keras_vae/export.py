@@ -153,13 +153,6 @@ def _num_samples(num_samples):
         return tf.identity(num_samples[0])
 
 
-def _with_named_arguments(body: Callable, names: list[str]) -> Callable:
-    """`body(*tensors)` as a function whose parameters are `names` (the signature's input names)."""
-    namespace = {"body": body}
-    exec(f"def fn({', '.join(names)}):\n    return body({', '.join(names)})", namespace)  # noqa: S102 - names are specs'
-    return namespace["fn"]
-
-
 def signature_functions(model: VAE, decoder: keras.Model | None = None,
                         noise: Callable[[], Noise] = FreshNoise) -> dict[str, tuple]:
     """The exported functions of any `VAE`: `{name: (fn, input_signature)}`, `decode` first.
@@ -180,14 +173,21 @@ def signature_functions(model: VAE, decoder: keras.Model | None = None,
     conditions = model.condition_specs()
     names = list(conditions)
 
-    def served(body, first: str, first_spec: tf.TensorSpec):
-        def run(first_value, *condition_values):
+    def with_serving_decoder(fn):
+        def run(*args):
             with model.substituted(decoder=decoder):
-                inputs = {name: _checked(value, conditions[name])
-                          for name, value in zip(names, condition_values, strict=True)}
-                return body(first_value, inputs)
+                return fn(*args)
 
-        return _with_named_arguments(run, [first, *names]), [first_spec, *conditions.values()]
+        return run
+
+    # The served input names are the specs' names (`x`, `z`, `num_samples`, then the conditions).
+    def served(body, first_spec: tf.TensorSpec):
+        def run(first_value, *condition_values):
+            values = zip(names, condition_values, strict=True)
+            inputs = {name: _checked(value, conditions[name]) for name, value in values}
+            return body(first_value, inputs)
+
+        return with_serving_decoder(run), [first_spec, *conditions.values()]
 
     def decoded_outputs(z, inputs, source=None):
         mean, stddev = model.decoded(z, inputs, source or noise())
@@ -214,18 +214,14 @@ def signature_functions(model: VAE, decoder: keras.Model | None = None,
         return {"elbo": model.compute_terms(inputs, noise(), fit_sigma=False)["elbo_per_image"]}
 
     functions = {
-        "decode": served(decode, "z", model.latent_spec()),
-        "encode": served(encode, "x", image_spec),
-        "sample": served(sample, "num_samples", _COUNT),
-        "reconstruct": served(reconstruct, "x", image_spec),
-        "elbo": served(elbo, "x", image_spec),
+        "decode": served(decode, model.latent_spec()),
+        "encode": served(encode, image_spec),
+        "sample": served(sample, _COUNT),
+        "reconstruct": served(reconstruct, image_spec),
+        "elbo": served(elbo, image_spec),
     }
     for name, (fn, specs) in model.extra_signatures(decoded_outputs, _checked).items():
-        def run(*args, fn=fn):
-            with model.substituted(decoder=decoder):
-                return fn(*args)
-
-        functions[name] = (_with_named_arguments(run, [spec.name for spec in specs]), specs)
+        functions[name] = (with_serving_decoder(fn), specs)
     return functions
 
 

@@ -98,6 +98,11 @@ class SeededNoise(Noise):
         return self._draw(shape, tf.random.stateless_uniform)
 
 
+def gumbel_from_uniform(uniform):
+    """Standard Gumbel noise `-log(-log(u))` from U(0, 1) noise `u` (guarded against log 0)."""
+    return -tf.math.log(-tf.math.log(uniform + 1e-20) + 1e-20)
+
+
 def gumbel(noise: Noise, shape):
-    """Standard Gumbel noise `-log(-log(u))` of `shape`, from `noise`'s uniforms."""
-    return -tf.math.log(-tf.math.log(noise.uniform(shape) + 1e-20) + 1e-20)
+    """Standard Gumbel noise of `shape`, from `noise`'s uniforms."""
+    return gumbel_from_uniform(noise.uniform(shape))

@@ -79,6 +79,7 @@ def assert_one_elbo_everywhere(model, inputs: dict, tmp_path) -> float:
     saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
     np.testing.assert_allclose(saved["elbo"], from_model.mean(), rtol=RTOL)
     assert saved["iwae"] >= saved["elbo"] - 1e-3, (saved["iwae"], saved["elbo"])
+    assert saved["kl_estimator"] in ("analytic", "monte_carlo")
     for key in ("kl_per_dim", "active_units", "mutual_information", "marginal_kl"):
         assert key in saved, key
     assert {"samples.png", "reconstructions.png", "kl_per_dim.png"} <= {p.name for p in (tmp_path / "eval").iterdir()}

@@ -131,7 +131,7 @@ class ConditionalVAE(VAE):
 
     def posterior_distribution(self, inputs, training: bool = False):
         """q(z|x, y): the head reads the encoder features and y."""
-        inputs = self._as_inputs(inputs)
+        inputs = self.as_inputs(inputs)
         x = inputs["x"]
         y_vec = self.condition(inputs["y"], tf.shape(x)[0])
         return self.posterior.distribution(ops.concatenate([self.encoder(x, training=training), y_vec], axis=-1))

@@ -33,11 +33,9 @@ from keras import ops
 from keras_vae import likelihoods as likelihoods_lib
 from keras_vae import networks
 from keras_vae.models.vae import VAE
+from keras_vae.noise import gumbel_from_uniform
 
 tfd = tfp.distributions
-
-_TINY = 1e-20
-
 
 def _check_positive_int(value, name: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -64,8 +62,7 @@ def gumbel_softmax_sample(logits, temperature, uniform, hard: bool = False):
     >>> np.asarray(z).sum(axis=-1).round(4).tolist(), round(float(np.asarray(z).max()), 3)
     ([1.0, 1.0], 0.333)
     """
-    gumbel = -ops.log(-ops.log(uniform + _TINY) + _TINY)
-    soft = ops.softmax((logits + gumbel) / temperature, axis=-1)
+    soft = ops.softmax((logits + gumbel_from_uniform(uniform)) / temperature, axis=-1)
     if not hard:
         return soft
     hard_sample = ops.one_hot(ops.argmax(soft, axis=-1), ops.shape(logits)[-1], dtype=soft.dtype)

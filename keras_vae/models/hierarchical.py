@@ -138,7 +138,7 @@ class HierarchicalVAE(VAE):
     # ------------------------------------------------------------ the contract
     def posterior_distribution(self, inputs, training: bool = False):
         """q(z2|x) q(z1|x, z2) as a `tfd.JointDistributionSequential` over `[z2, z1]`."""
-        inputs = self._as_inputs(inputs)
+        inputs = self.as_inputs(inputs)
         features = self.encoder(inputs["x"], training=training)
         return tfd.JointDistributionSequential([
             self.posterior.distribution(features),

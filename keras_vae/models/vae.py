@@ -305,7 +305,7 @@ class VAE(keras.Model):
             inputs: `{"x": images}` (an image batch is accepted too).
             training: Whether layers run in training mode. Defaults to False.
         """
-        inputs = self._as_inputs(inputs)
+        inputs = self.as_inputs(inputs)
         return self.posterior.distribution(self.encoder(inputs["x"], training=training))
 
     def prior_distribution(self, inputs=None, training: bool = False):
@@ -388,24 +388,21 @@ class VAE(keras.Model):
             self.__dict__["_substitutes"] = previous or {}
 
     # ------------------------------------------------------------ inputs
-    def _as_inputs(self, inputs, *conditions) -> dict:
+    def as_inputs(self, inputs, *conditions) -> dict:
         """An inputs dict from a dict, a batch of images plus conditions, or an `(x, y)` tuple."""
         if isinstance(inputs, dict):
             return inputs
         if isinstance(inputs, (tuple, list)) and not conditions:
             inputs, *conditions = inputs
-        names = list(self.condition_specs())
-        if len(conditions) != len(names):
-            needed = ", ".join(names) or "no conditions"
-            raise ValueError(f"{type(self).__name__} takes {needed} besides the images; received "
-                             f"{len(conditions)} extra argument(s).")
-        return {"x": inputs, **dict(zip(names, conditions, strict=True))}
+        return {"x": inputs, **self._conditions(conditions)}
 
-    def _conditions(self, conditions, rows=None) -> dict:
+    def _conditions(self, conditions) -> dict:
+        """`{name: value}` of the model's conditions, given positionally."""
         names = list(self.condition_specs())
         if len(conditions) != len(names):
             needed = ", ".join(names) or "no conditions"
-            raise ValueError(f"{type(self).__name__} takes {needed}; received {len(conditions)} condition(s).")
+            raise ValueError(f"{type(self).__name__} takes {needed} besides the images or latents; received "
+                             f"{len(conditions)} condition(s).")
         return dict(zip(names, conditions, strict=True))
 
     def noise(self, seed=None) -> Noise:
@@ -430,7 +427,7 @@ class VAE(keras.Model):
             family's metrics, and the per-image `log_likelihood`,
             `kl_per_dim` and `elbo_per_image`.
         """
-        inputs = self._as_inputs(inputs)
+        inputs = self.as_inputs(inputs)
         noise = noise or self.noise()
         x = ops.convert_to_tensor(inputs["x"], "float32")
         inputs = {**inputs, "x": x}
@@ -463,7 +460,7 @@ class VAE(keras.Model):
         likelihood uses the running sigma: the weights are those of one
         fixed model, not of a sigma refitted to the images.
         """
-        inputs = self._as_inputs(inputs)
+        inputs = self.as_inputs(inputs)
         noise = noise or self.noise()
         repeated = {name: _repeat_rows(value, num_samples) for name, value in inputs.items()}
         q = self.posterior_distribution(repeated)
@@ -522,7 +519,7 @@ class VAE(keras.Model):
     # -------------------------------------------------------- user-facing API
     def call(self, inputs, training: bool = False):
         """The deterministic reconstruction: the decoder mean at the posterior's mode."""
-        inputs = self._as_inputs(inputs)
+        inputs = self.as_inputs(inputs)
         z = self.decoder_latent(latents.mode(self.posterior_distribution(inputs, training=training)))
         return self.decoded(z, inputs, greedy=True)[0]
 
@@ -535,7 +532,7 @@ class VAE(keras.Model):
         return ops.convert_to_tensor(x, "float32")
 
     def _checked_inputs(self, x, conditions) -> dict:
-        return self._as_inputs(self._checked(x), *conditions)
+        return self.as_inputs(self._checked(x), *conditions)
 
     def _checked_latent(self, z):
         z = ops.convert_to_tensor(z, "float32")

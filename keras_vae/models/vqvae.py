@@ -444,7 +444,7 @@ class VQVAE(SpatialVAE):
     # ------------------------------------------------------------ the contract
     def posterior_distribution(self, inputs, training: bool = False):
         """The point mass at the quantised encoder output (`VectorQuantized`)."""
-        inputs = self._as_inputs(inputs)
+        inputs = self.as_inputs(inputs)
         z_e = self.quantizer.project(self.encoder(inputs["x"], training=training))
         indices, z_q = self.quantizer.nearest_codes(z_e)
         return VectorQuantized(z_q, z_e, indices)
