@@ -33,7 +33,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_vae as kv  # noqa: E402
-from keras_vae.discrete_likelihoods import DiscretizedLogisticMixture  # noqa: E402
+from keras_vae.likelihoods import DiscretizedLogisticMixture  # noqa: E402
 from keras_vae.models.vlae import build_vlae  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"

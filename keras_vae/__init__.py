@@ -21,8 +21,8 @@ from keras_vae.likelihoods import Bernoulli, Gaussian  # noqa: E402
 from keras_vae.models import VAE, build_vae  # noqa: E402
 from keras_vae.models import VQVAE, ConditionalVAE, GumbelSoftmaxVAE, HierarchicalVAE, SpatialVAE  # noqa: E402
 from keras_vae.posteriors import DiagonalGaussian, WhitenedGaussian  # noqa: E402
-from keras_vae import discrete_likelihoods, pixelcnn  # noqa: E402
-from keras_vae.discrete_likelihoods import Categorical256, DiscretizedLogisticMixture  # noqa: E402
+from keras_vae import pixelcnn  # noqa: E402
+from keras_vae.likelihoods import Categorical256, DiscretizedLogisticMixture  # noqa: E402
 from keras_vae.models import VLAE, build_vlae  # noqa: E402
 from keras_vae import export  # noqa: E402  (after models: it imports them)
 from keras_vae import evaluation, feature_model, latent_centering, latent_whitening  # noqa: E402
@@ -53,7 +53,6 @@ __all__ = [
     "callbacks",
     "conv_transpose",
     "data",
-    "discrete_likelihoods",
     "distribute",
     "evaluation",
     "export",

@@ -12,7 +12,7 @@ Channel awareness: feature maps are split into `image_channels` equal,
 contiguous groups; group g may see groups < g at the centre pixel (type A)
 or <= g (type B), so the parameters of colour c see colours < c of the same
 pixel. The decoder's output follows the same grouping, matching the
-channel-major parameter layout of `keras_vae.discrete_likelihoods`.
+channel-major parameter layout of `keras_vae.likelihoods.discrete`.
 
 The view of the decoder (its receptive field) is set by the number of
 masked layers and their kernel size: `receptive_field = 1 + num_layers *

@@ -8,7 +8,7 @@ import pytest
 
 import keras_vae as kv
 from keras_vae import experiment
-from keras_vae.discrete_likelihoods import Categorical256, DiscretizedLogisticMixture
+from keras_vae.likelihoods import Categorical256, DiscretizedLogisticMixture
 from keras_vae.models.vlae import VLAE, build_vlae
 from tests.conftest import assert_round_trip, make_images
 

@@ -156,9 +156,6 @@ class ConditionalVAE(VAE):
                 y = np.arange(num_samples) % self.condition_dim
         return super().sample(num_samples, y)
 
-    def get_config(self):
-        return {**super().get_config(), "condition_dim": self.condition_dim, "categorical": self.categorical}
-
 
 def build_conditional_vae(
     input_shape,

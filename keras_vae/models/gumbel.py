@@ -160,6 +160,7 @@ class GumbelSoftmaxVAE(VAE):
     """
 
     extra_metric_names = ("temperature",)
+    config_attributes = {**VAE.config_attributes, "temperature": "initial_temperature"}
 
     def __init__(
         self,
@@ -235,22 +236,6 @@ class GumbelSoftmaxVAE(VAE):
         temperature = self.temperature if temperature is None else temperature
         return gumbel_softmax_sample(logits, temperature, self.noise(seed).uniform(tf.shape(logits)), hard=hard)
 
-    # ------------------------------------------------------------ config
-    def get_config(self):
-        serialize = keras.saving.serialize_keras_object
-        return {
-            **keras.Model.get_config(self),
-            "encoder": serialize(self.encoder),
-            "decoder": serialize(self.decoder),
-            "num_variables": self.num_variables,
-            "num_classes": self.num_classes,
-            "likelihood": serialize(self.likelihood),
-            "beta": self.initial_beta,
-            "free_bits": self.free_bits,
-            "temperature": self.initial_temperature,
-            "hard": self.hard,
-            "seed": self.seed,
-        }
 
 
 

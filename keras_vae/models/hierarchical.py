@@ -170,20 +170,6 @@ class HierarchicalVAE(VAE):
         summary = latents.summary(self.posterior_distribution(self._checked_inputs(x, ())))
         return (summary["mean"], summary["stddev"]), (summary["mean_z2"], summary["stddev_z2"])
 
-    # ------------------------------------------------------------ config
-    def get_config(self):
-        serialize = keras.saving.serialize_keras_object
-        return {
-            **keras.Model.get_config(self),
-            "encoder": serialize(self.encoder),
-            "decoder": serialize(self.decoder),
-            "latent_dims": list(self.latent_dims),
-            "likelihood": serialize(self.likelihood),
-            "beta": self.initial_beta,
-            "free_bits": self.free_bits,
-            "hidden_units": self.hidden_units,
-            "seed": self.seed,
-        }
 
 
 

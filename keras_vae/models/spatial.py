@@ -232,30 +232,15 @@ class SpatialVAE(VAE):
             posterior = SpatialDiagonalGaussian(latent_dim)
         super().__init__(encoder, decoder, latent_dim, likelihood, beta, free_bits, posterior, seed, **kwargs)
 
-    def _check_networks(self) -> tuple[int, int, int]:
-        try:
-            image_shape = tuple(self.encoder.input_shape[1:])
-            features = tuple(self.encoder.output_shape[1:])
-            decoder_in = tuple(self.decoder.input_shape[1:])
-            decoder_out = tuple(self.decoder.output_shape[1:])
-        except (AttributeError, ValueError) as error:
-            raise ValueError("SpatialVAE needs a built encoder and decoder, e.g. from spatial_encoder.") from error
-        if len(image_shape) != 3 or None in image_shape:
-            raise ValueError(f"Expected the encoder input to be (height, width, channels). Received: {image_shape}")
+    def _check_decoder_input(self, decoder_input_shape, image_shape) -> None:
+        """The latent map is the encoder's feature map with `latent_dim` channels; the decoder reads it."""
+        features = tuple(self.encoder.output_shape[1:])
         if len(features) != 3:
             raise ValueError(f"Expected the encoder to output a feature map (h, w, F). Received: {features}")
         self._latent_map_shape = (*features[:2], self.latent_dim)
-        if decoder_in != self.latent_shape:
-            raise ValueError(
-                f"The decoder takes inputs of shape {decoder_in}, but the latent map is {self.latent_shape}."
-            )
-        expected_out = (*image_shape[:2], image_shape[2] * self.likelihood.params_per_channel)
-        if decoder_out != expected_out:
-            raise ValueError(
-                f"The decoder outputs {decoder_out}, but {self.likelihood.__class__.__name__} on images "
-                f"{image_shape} needs {expected_out}."
-            )
-        return image_shape
+        if tuple(decoder_input_shape[1:]) != self.latent_shape:
+            raise ValueError(f"The decoder takes inputs of shape {tuple(decoder_input_shape[1:])}, but the latent "
+                             f"map is {self.latent_shape}.")
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

@@ -8,6 +8,7 @@ latent dimensions and averaged over the batch (nats per image).
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import keras
 import numpy as np
@@ -648,19 +649,23 @@ class VAE(keras.Model):
         return super().evaluate(x, y, *args, **kwargs)
 
     # ------------------------------------------------------------ config
+    # Constructor arguments whose value lives in an attribute of another name (see `config_value`).
+    config_attributes = {"beta": "initial_beta"}
+
+    def config_value(self, name: str):
+        """The value of the constructor argument `name`: the attribute of that name (or of
+        `config_attributes[name]`). A family whose arguments live elsewhere overrides this."""
+        return getattr(self, self.config_attributes.get(name, name))
+
     def get_config(self):
-        serialize = keras.saving.serialize_keras_object
-        return {
-            **super().get_config(),
-            "encoder": serialize(self.encoder),
-            "decoder": serialize(self.decoder),
-            "latent_dim": self.latent_dim,
-            "likelihood": serialize(self.likelihood),
-            "beta": self.initial_beta,
-            "free_bits": self.free_bits,
-            "posterior": serialize(self.posterior),
-            "seed": self.seed,
-        }
+        """Every constructor argument of the family (one flat dict; layers serialized)."""
+        config = keras.Model.get_config(self)
+        for name in inspect.signature(type(self).__init__).parameters:
+            if name not in ("self", "kwargs"):
+                value = self.config_value(name)
+                is_layer = isinstance(value, keras.layers.Layer)
+                config[name] = keras.saving.serialize_keras_object(value) if is_layer else value
+        return config
 
     @classmethod
     def from_config(cls, config):

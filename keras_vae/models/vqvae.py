@@ -385,6 +385,12 @@ class VQVAE(SpatialVAE):
 
     extra_metric_names = ("vq_loss", "perplexity")
 
+    def config_value(self, name: str):
+        """The codebook's settings live in the quantizer."""
+        if name in ("embedding_dim", "commitment_weight", "ema", "ema_decay", "restart_dead_codes"):
+            return getattr(self.quantizer, name)
+        return super().config_value(name)
+
     def __init__(
         self,
         encoder: keras.Model,
@@ -491,26 +497,6 @@ class VQVAE(SpatialVAE):
             raise ValueError(f"Expected a positive integer. Received: num_samples={num_samples!r}")
         return CodePrior(self).draw_indices(self.noise(), num_samples)
 
-    # ------------------------------------------------------------ config
-    def get_config(self):
-        serialize = keras.saving.serialize_keras_object
-        quantizer = self.quantizer
-        return {
-            **keras.Model.get_config(self),
-            "encoder": serialize(self.encoder),
-            "decoder": serialize(self.decoder),
-            "num_codes": self.num_codes,
-            "embedding_dim": self.latent_dim,
-            "likelihood": serialize(self.likelihood),
-            "commitment_weight": quantizer.commitment_weight,
-            "ema": quantizer.ema,
-            "ema_decay": quantizer.ema_decay,
-            "restart_dead_codes": quantizer.restart_dead_codes,
-            "prior_filters": self.prior_filters,
-            "prior_layers": self.prior_layers,
-            "beta": self.initial_beta,
-            "seed": self.seed,
-        }
 
 
 

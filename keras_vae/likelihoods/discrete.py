@@ -24,14 +24,13 @@ import tensorflow_probability as tfp
 from keras import ops
 
 from keras_vae.layers import soft_clip
-from keras_vae.likelihoods import Likelihood
+from keras_vae.likelihoods.base import IMAGE_AXES, Likelihood
 
 tfd = tfp.distributions
 
 NUM_LEVELS = 256
 _MAX_LEVEL = float(NUM_LEVELS - 1)
 _GRID_TOLERANCE = 1e-2  # in levels: float32 k / 255 * 255 is within 1e-4 of k
-_IMAGE_AXES = 3
 
 
 class PixelGrid(tfd.Distribution):
@@ -171,7 +170,7 @@ class _DiscreteLikelihood(Likelihood):
 
     def distribution(self, params, x=None, training: bool = False):
         self._checked_target(x)
-        return tfd.Independent(PixelGrid(*self._levels(params)), _IMAGE_AXES)
+        return tfd.Independent(PixelGrid(*self._levels(params)), IMAGE_AXES)
 
     def get_config(self):
         return {**super().get_config(), "quantize": self.quantize}

@@ -9,7 +9,7 @@ import tensorflow as tf
 from scipy.special import expit, log_softmax, softmax
 
 import keras_vae as kv
-from keras_vae.discrete_likelihoods import Categorical256, DiscretizedLogisticMixture, check_on_grid
+from keras_vae.likelihoods import Categorical256, DiscretizedLogisticMixture, check_on_grid
 from tests.conftest import assert_round_trip, make_images
 
 RNG = np.random.default_rng(0)

@@ -1,26 +1,15 @@
-"""Decoder likelihoods p(x|z): Keras layers that turn decoder outputs into `tfd` distributions.
-
-A decoder network outputs raw parameters of shape `(batch, H, W, C * k)`,
-where `k = likelihood.params_per_channel`. The likelihood layer owns whatever
-state the distribution needs (a learned log sigma, the running MSE of an
-optimal sigma) and builds a `tfd.Independent` distribution whose event is one
-whole image, so `log_prob` is summed over pixels and includes the
-normalising constants (nats per image).
-
-The model does not know which likelihood it holds: it calls
-`distribution(params, x, training)` and `log_prob(params, x, training)`.
-"""
+"""`Gaussian`: pixels N(mu, sigma**2) with a fixed, learned, optimal or per-pixel sigma (sigma-VAE)."""
 
 from __future__ import annotations
 
 import math
 
 import keras
-import tensorflow as tf
 import tensorflow_probability as tfp
 from keras import ops
 
 from keras_vae.layers import OptimalSigma, SoftClip
+from keras_vae.likelihoods.base import IMAGE_AXES, Likelihood
 
 tfd = tfp.distributions
 
@@ -36,95 +25,6 @@ _OPTIMAL_REDUCTION = {
     "optimal_per_image": "image",
     "optimal_per_channel": "channel",
 }
-_IMAGE_AXES = 3
-
-
-class Likelihood(keras.layers.Layer):
-    """Base class: a decoder head that builds p(x|z) from raw decoder outputs.
-
-    Subclasses set `params_per_channel` and implement `distribution`.
-    `call(params)` returns the mean image, so the layer also works in a
-    functional model.
-    """
-
-    params_per_channel: int = 1
-
-    def distribution(self, params, x=None, training: bool = False) -> tfd.Distribution:
-        """Returns p(x|z) with batch shape `(batch,)` and event `(H, W, C)`.
-
-        Args:
-            params: Decoder outputs, `(batch, H, W, C * params_per_channel)`.
-            x: Target images, used by likelihoods whose sigma is fitted to the
-                data (optimal sigma). Defaults to None (use the running sigma).
-            training: Whether to update running statistics. Defaults to False.
-        """
-        raise NotImplementedError
-
-    def log_prob(self, params, x, training: bool = False):
-        """log p(x|z) summed over pixels, one value per image (nats)."""
-        x = ops.convert_to_tensor(x, "float32")
-        return self.distribution(params, x, training=training).log_prob(x)
-
-    def mean(self, params):
-        """The mean image E[x|z]."""
-        return self.distribution(params).mean()
-
-    def validate(self, x) -> None:
-        """Raises a `ValueError` if images `x` (numpy) are not data this likelihood can score.
-
-        Called on training data before any step; the default accepts any
-        pixels in [0, 1] (checked by `data.validate_images`).
-        """
-
-    def stddev(self, params, x=None):
-        """The decoder standard deviation, broadcast to the image shape."""
-        return self.distribution(params, x).stddev()
-
-    def served_outputs(self, mean, stddev) -> dict:
-        """The named outputs of an exported `decode`: `{mean, sigma}`."""
-        return {"mean": mean, "sigma": stddev}
-
-    def call(self, params):
-        return self.mean(params)
-
-    def compute_output_shape(self, params_shape):
-        return (*params_shape[:-1], params_shape[-1] // self.params_per_channel)
-
-    def image_channels(self, params_channels: int) -> int:
-        """How many image channels a decoder with `params_channels` outputs describes."""
-        if params_channels % self.params_per_channel:
-            raise ValueError(
-                f"{self.__class__.__name__} needs {self.params_per_channel} decoder outputs per image "
-                f"channel, but the decoder outputs {params_channels} channels."
-            )
-        return params_channels // self.params_per_channel
-
-
-@keras.saving.register_keras_serializable(package="keras_vae")
-class Bernoulli(Likelihood):
-    """Bernoulli pixels with logits from the decoder: `tfd.Bernoulli(logits)`.
-
-    For grey-level images in [0, 1] the log-probability is the (negative)
-    binary cross-entropy, as in most VAE code; it is not a normalised density
-    for non-binary pixels, which is one reason to prefer a Gaussian.
-
-    Example:
-
-    >>> import numpy as np
-    >>> dist = Bernoulli().distribution(np.zeros((1, 2, 2, 1), "float32"))
-    >>> round(float(dist.log_prob(np.ones((1, 2, 2, 1), "float32"))[0]), 4)
-    -2.7726
-    """
-
-    params_per_channel = 1
-
-    def served_outputs(self, mean, stddev) -> dict:
-        """`{mean, probs}`: a Bernoulli decoder's mean is its pixel probabilities."""
-        return {"mean": mean, "probs": mean}
-
-    def distribution(self, params, x=None, training: bool = False):
-        logits = ops.convert_to_tensor(params, "float32")
-        return tfd.Independent(tfd.Bernoulli(logits=logits, dtype=tf.float32), _IMAGE_AXES)
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -255,7 +155,7 @@ class Gaussian(Likelihood):
     def distribution(self, params, x=None, training: bool = False):
         mean, raw = self._mean_and_raw_log_sigma(params)
         scale = ops.exp(self._log_sigma(mean, raw, x, training))
-        return tfd.Independent(tfd.Normal(loc=mean, scale=scale), _IMAGE_AXES)
+        return tfd.Independent(tfd.Normal(loc=mean, scale=scale), IMAGE_AXES)
 
     def mean(self, params):
         return self._mean_and_raw_log_sigma(params)[0]
@@ -272,49 +172,3 @@ class Gaussian(Likelihood):
             "log_sigma_scale": self.log_sigma_scale,
             "momentum": self.momentum,
         }
-
-
-_NAMED = {
-    "bernoulli": lambda: Bernoulli(),
-    "gaussian": lambda: Gaussian(sigma=1.0),
-    **{mode: (lambda mode=mode: Gaussian(sigma=mode)) for mode in GAUSSIAN_SIGMA_MODES},
-    # 8-bit likelihoods live in keras_vae.discrete_likelihoods (imported on use: it imports this module).
-    "categorical": lambda: _discrete().Categorical256(),
-    "logistic_mixture": lambda: _discrete().DiscretizedLogisticMixture(),
-}
-NAMES = tuple(_NAMED)
-
-
-def _discrete():
-    from keras_vae import discrete_likelihoods
-
-    return discrete_likelihoods
-
-
-def get(identifier: str | Likelihood, sigma: float | None = None) -> Likelihood:
-    """Resolves a likelihood from a name or passes a layer through.
-
-    Args:
-        identifier: A `Likelihood` layer or one of `NAMES`: `"bernoulli"`,
-            `"gaussian"` (fixed sigma, from `sigma`), `"learned"`,
-            `"optimal"`, `"optimal_per_image"`, `"optimal_per_channel"`,
-            `"per_pixel"`.
-        sigma: The fixed sigma of `"gaussian"`. Defaults to 1.0.
-
-    Returns:
-        A `Likelihood` layer.
-
-    Example:
-
-    >>> get("optimal_per_image").sigma
-    'optimal_per_image'
-    """
-    if isinstance(identifier, Likelihood):
-        return identifier
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    if identifier not in _NAMED:
-        raise ValueError(f"Unknown likelihood {identifier!r}. Expected one of {NAMES}.")
-    if identifier == "gaussian" and sigma is not None:
-        return Gaussian(sigma=sigma)
-    return _NAMED[identifier]()
