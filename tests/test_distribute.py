@@ -36,6 +36,7 @@ CONFIGS = {
     "spatial": dict(model="spatial", likelihood="optimal", downsampling=4, beta=1.0),
     "vqvae_ema": dict(model="vqvae", likelihood="optimal", num_codes=8, downsampling=4, ema=True,
                       restart_dead_codes=False),
+    "vlae": dict(model="vlae", likelihood="optimal", receptive_field=3, filters=8),
 }
 LABELLED = {"conditional"}
 TIMEOUT_S = 240
@@ -63,7 +64,9 @@ def _run_config(strategy, config: dict, x: np.ndarray, labels: np.ndarray | None
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         keras.utils.set_random_seed(0)
         settings = dict(config)
-        vae = kv.models.get(settings.pop("model", "vae"))(SHAPE, latent_dim=3, seed=0, **settings)
+        name = settings.pop("model", "vae")
+        builder = kv.build_vlae if name == "vlae" else kv.models.get(name)  # VLAE: --network=pixelcnn in the CLI
+        vae = builder(SHAPE, latent_dim=3, seed=0, **settings)
         vae.compile(optimizer=RecordingSGD(1e-3))
     inputs = x if labels is None else (x, labels)
     history = vae.fit(tf.data.Dataset.from_tensor_slices(inputs).batch(GLOBAL_BATCH), verbose=0).history
