@@ -26,7 +26,7 @@ from keras_vae.likelihoods import Categorical256, DiscretizedLogisticMixture  # 
 from keras_vae.models import VLAE, build_vlae  # noqa: E402
 from keras_vae import export  # noqa: E402  (after models: it imports them)
 from keras_vae import evaluation, feature_model, latent_centering, latent_whitening  # noqa: E402
-from keras_vae import callbacks  # noqa: E402  (after latent_centering and latent_whitening: it imports them)
+from keras_vae import calibration, callbacks  # noqa: E402  (after latent_centering and latent_whitening: it imports them)
 
 __version__ = "0.1.0"
 
@@ -50,6 +50,7 @@ __all__ = [
     "annealing",
     "build_vae",
     "build_vlae",
+    "calibration",
     "callbacks",
     "conv_transpose",
     "data",

@@ -1,4 +1,5 @@
-"""Keras callbacks for training a VAE: posterior collapse, images in TensorBoard, latent centring and whitening.
+"""Keras callbacks for training a VAE: posterior collapse, images in TensorBoard, latent centring and
+whitening, and the refit of an optimal sigma.
 
 Example:
 
@@ -22,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import evaluation, latent_centering, latent_whitening
+from keras_vae import calibration, evaluation, latent_centering, latent_whitening
 from keras_vae.data import validate_images
 
 
@@ -286,3 +287,37 @@ class LatentWhitening(_LatentAlignment):
         gain = latent_whitening.whiten_latents(self.model, self.data, self.batch_size)
         self.gains.append(gain)
         return gain
+
+
+class SigmaRefit(keras.callbacks.Callback):
+    """Refits an optimal sigma to `data` when training ends (`keras_vae.calibration.refit_sigma`).
+
+    The running average of the MSE that optimal modes keep still remembers
+    the large errors of the first steps; this sets it to the MSE of the
+    trained model over `data` (the training set), so the served sigma is
+    calibrated. A likelihood without an optimal sigma is left alone.
+
+    Args:
+        data: The images to refit on (or `(images, labels)`).
+        batch_size: Images per batch. Defaults to 500.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_vae as kv
+    >>> x = np.random.default_rng(0).uniform(size=(32, 8, 8, 1)).astype("float32")
+    >>> vae = kv.build_vae((8, 8, 1), network="mlp", latent_dim=2, likelihood="optimal")
+    >>> vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    >>> refit = SigmaRefit(x)
+    >>> _ = vae.fit(x, batch_size=16, verbose=0, callbacks=[refit])
+    >>> refit.sigma > 0
+    True
+    """
+
+    def __init__(self, data, batch_size: int = 500):
+        super().__init__()
+        self.data = data
+        self.batch_size = batch_size
+        self.sigma = None
+
+    def on_train_end(self, logs=None):
+        self.sigma = calibration.refit_sigma(self.model, self.data, self.batch_size)

@@ -122,7 +122,7 @@ def as_inputs(model, data) -> dict:
     return {name: inputs[name] for name in ("x", *names)}
 
 
-def _input_batches(inputs: dict, batch_size: int, progress: bool, label: str) -> Iterable[dict]:
+def input_batches(inputs: dict, batch_size: int, progress: bool = False, label: str = "") -> Iterable[dict]:
     """Slices of an inputs dict, `batch_size` images each."""
     for rows in _batches(np.arange(len(inputs["x"])), batch_size, progress, label):
         yield {name: value[rows] for name, value in inputs.items()}
@@ -243,7 +243,7 @@ def iwae_log_likelihood(
     inputs = as_inputs(model, data)
     chunk = _max_chunk(min(batch_size, len(inputs["x"])), num_samples, max_decoded)
     bounds = []
-    for index, batch in enumerate(_input_batches(inputs, batch_size, progress, f"IWAE bound, K={num_samples}")):
+    for index, batch in enumerate(input_batches(inputs, batch_size, progress, f"IWAE bound, K={num_samples}")):
         batch_seed = None if seed is None else seed + index
         log_w = log_importance_weights(model, batch, num_samples, chunk, batch_seed, likelihood).astype("float64")
         bounds.append(scipy.special.logsumexp(log_w, axis=0) - math.log(num_samples))
@@ -295,7 +295,7 @@ def elbo(model, data, num_samples: int = 1, batch_size: int = 100, seed: int | N
     seed = int(np.random.randint(0, 2**31 - 1)) if seed is None else int(seed)
     values = []
     with model.substituted(likelihood=likelihood):
-        for index, batch in enumerate(_input_batches(inputs, batch_size, progress, "ELBO")):
+        for index, batch in enumerate(input_batches(inputs, batch_size, progress, "ELBO")):
             draws = [model.compute_terms(batch, SeededNoise([seed, index * num_samples + k]), fit_sigma=False)
                      ["elbo_per_image"] for k in range(num_samples)]
             values.append(np.mean(np.stack(draws), axis=0))
@@ -360,7 +360,7 @@ def posterior_moments(model, data, batch_size: int = 500, head=None) -> tuple[np
     """
     inputs = as_inputs(model, data)
     means, stddevs = [], []
-    for batch in _input_batches(inputs, batch_size, False, ""):
+    for batch in input_batches(inputs, batch_size, False, ""):
         if head is not None:
             loc, scale = head(model.encoder(tf.convert_to_tensor(batch["x"]), training=False))
         else:
@@ -378,7 +378,7 @@ def model_kl_per_dimension(model, data, batch_size: int = 500, seed: int = 0) ->
     """
     inputs = as_inputs(model, data)
     parts = [np.asarray(model.compute_terms(batch, SeededNoise([seed, index]), fit_sigma=False)["kl_per_dim"])
-             for index, batch in enumerate(_input_batches(inputs, batch_size, False, ""))]
+             for index, batch in enumerate(input_batches(inputs, batch_size, False, ""))]
     return np.concatenate([part.reshape(len(part), -1) for part in parts]).mean(axis=0)
 
 
@@ -690,7 +690,7 @@ def reconstructions(model, data, batch_size: int = 500) -> np.ndarray:
     """Decoder means at the posterior's mode: `(N, H, W, C)`."""
     inputs = as_inputs(model, data)
     return np.concatenate([np.asarray(model(batch, training=False))
-                           for batch in _input_batches(inputs, batch_size, False, "")])
+                           for batch in input_batches(inputs, batch_size, False, "")])
 
 
 # ------------------------------------------------------------------ report

@@ -19,6 +19,7 @@ import numpy as np
 
 from keras_vae import (
     annealing,
+    calibration,
     data,
     distribute,
     latent_centering,
@@ -71,6 +72,10 @@ class RunConfig:
             (`keras_vae.latent_whitening`), `"center"` only moves its mean
             (`keras_vae.latent_centering`), `"none"` skips it. Plain VAEs
             only; the other families and the PixelCNN decoder skip it.
+        data_dependent_start: Start a learned or per-pixel sigma at the RMSE
+            of the first batch's untrained reconstruction (`keras_vae.calibration`).
+        refit_sigma: After training, refit an optimal sigma's running MSE on
+            the train split at the final weights (`calibration.refit_sigma`).
     """
 
     dataset: str = "mnist"
@@ -94,6 +99,8 @@ class RunConfig:
     jit_compile: bool | None = None
     receptive_field: int = 5
     align_latents: str = "whiten"
+    data_dependent_start: bool = True
+    refit_sigma: bool = True
 
 
 LATENT_ALIGNMENTS = ("whiten", "center", "none")
@@ -193,6 +200,8 @@ def evaluate(model: VAE, x_test: np.ndarray, batch_size: int = 128, y_test=None)
         sigmas.append(np.asarray(sigma).mean(axis=(1, 2, 3)))
         running_elbo.append(np.asarray(model.elbo_with_running_sigma(batch, *batch_labels)))
     reconstructions = np.concatenate(reconstructions)
+    served_sigma = float(np.mean(np.concatenate(sigmas)))
+    test_rmse = float(np.sqrt(np.mean((reconstructions - x_test) ** 2)))
     extra = {f"test_{name}": float(value) for name, value in results.items()
              if name not in ("loss", "elbo", "rec", "kl", "sigma", "beta")}
     return {
@@ -201,8 +210,10 @@ def evaluate(model: VAE, x_test: np.ndarray, batch_size: int = 128, y_test=None)
         "test_elbo_running_sigma": float(np.mean(np.concatenate(running_elbo))),
         "test_rec": float(results["rec"]),
         "test_kl": float(results["kl"]),
-        "test_mse": float(np.mean((reconstructions - x_test) ** 2)),
-        "sigma": float(np.mean(np.concatenate(sigmas))),
+        "test_mse": test_rmse**2,
+        "test_rmse": test_rmse,
+        "sigma": served_sigma,
+        "sigma_over_test_rmse": served_sigma / max(test_rmse, 1e-12),
     }
 
 
@@ -367,7 +378,7 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
             x_train.shape[1:],
             network=config.network,
             latent_dim=config.latent_dim,
-            likelihood=config.likelihood,
+            likelihood=likelihoods.get(config.likelihood, config.sigma, config.data_dependent_start),
             sigma=config.sigma,
             beta=config.beta,
             free_bits=config.free_bits,
@@ -407,6 +418,9 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
             (nan_stop.message or f"Training diverged (loss {losses[-1]}) with likelihood {sigma_mode}.")
             + " Nothing was saved."
         )
+    train_inputs = x_train if y_train is None else (x_train, y_train)
+    if config.refit_sigma:
+        calibration.refit_sigma(model, train_inputs)
     alignment_gain = align_latents(model, x_train, config.align_latents)
     metrics = evaluate(model, x_test, config.batch_size, y_test)
     metrics.update(

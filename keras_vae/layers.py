@@ -14,7 +14,7 @@ OPTIMAL_SIGMA_REDUCTIONS = ("batch", "image", "channel")
 
 # Keeps log(mse) finite when a reconstruction is exact; far below any
 # sigma the soft clip at -6 allows (exp(-12) ~ 6e-6).
-_MSE_EPSILON = 1e-12
+MSE_EPSILON = 1e-12
 
 
 def cross_replica_sum(value):
@@ -187,7 +187,7 @@ class OptimalSigma(keras.layers.Layer):
         mse = self.mean_squared_error(targets, means)
         if training:
             self.update_running_mse(mse)
-        return 0.5 * ops.log(mse + _MSE_EPSILON)
+        return 0.5 * ops.log(mse + MSE_EPSILON)
 
     def update_running_mse(self, mse):
         """Folds a batch's MSE into the running average (no gradient)."""
@@ -215,7 +215,7 @@ class OptimalSigma(keras.layers.Layer):
         # Bias correction as in Adam: the average starts at zero.
         correction = 1.0 - ops.power(self.momentum, ops.maximum(self.num_updates, 1.0))
         mse = self.running_mse / correction
-        return 0.5 * ops.log(mse + _MSE_EPSILON)
+        return 0.5 * ops.log(mse + MSE_EPSILON)
 
     def compute_output_shape(self, targets_shape, means_shape=None):
         if self.reduction == "batch":

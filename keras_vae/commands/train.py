@@ -39,6 +39,11 @@ flags.DEFINE_bool("jit_compile", _DEFAULTS.jit_compile,
 flags.DEFINE_enum("align_latents", _DEFAULTS.align_latents, list(experiment.LATENT_ALIGNMENTS),
                   "After training, fit the prior to the codes of the train split by an exact map of z: 'whiten' "
                   "(mean and covariance), 'center' (mean only) or 'none'. Plain VAEs only.")
+flags.DEFINE_bool("data_dependent_start", _DEFAULTS.data_dependent_start,
+                  "Start a learned or per-pixel sigma at the RMSE of the first batch's untrained reconstruction "
+                  "(--nodata_dependent_start: the paper's start, sigma = 1).")
+flags.DEFINE_bool("refit_sigma", _DEFAULTS.refit_sigma,
+                  "After training, refit an optimal sigma on the train split at the final weights.")
 
 FLAGS = flags.FLAGS
 

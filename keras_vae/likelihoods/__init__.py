@@ -27,7 +27,7 @@ _NAMED = {
 NAMES = tuple(_NAMED)
 
 
-def get(identifier: str | Likelihood, sigma: float | None = None) -> Likelihood:
+def get(identifier: str | Likelihood, sigma: float | None = None, data_dependent_start: bool = True) -> Likelihood:
     """Resolves a likelihood from a name or passes a layer through.
 
     Args:
@@ -36,6 +36,8 @@ def get(identifier: str | Likelihood, sigma: float | None = None) -> Likelihood:
             `"optimal"`, `"optimal_per_image"`, `"optimal_per_channel"`,
             `"per_pixel"`.
         sigma: The fixed sigma of `"gaussian"`. Defaults to 1.0.
+        data_dependent_start: For a named Gaussian, its `data_dependent_start`.
+            Defaults to True.
 
     Returns:
         A `Likelihood` layer.
@@ -51,9 +53,10 @@ def get(identifier: str | Likelihood, sigma: float | None = None) -> Likelihood:
         return keras.saving.deserialize_keras_object(identifier)
     if identifier not in _NAMED:
         raise ValueError(f"Unknown likelihood {identifier!r}. Expected one of {NAMES}.")
-    if identifier == "gaussian" and sigma is not None:
-        return Gaussian(sigma=sigma)
-    return _NAMED[identifier]()
+    likelihood = Gaussian(sigma=sigma) if identifier == "gaussian" and sigma is not None else _NAMED[identifier]()
+    if isinstance(likelihood, Gaussian):
+        likelihood.data_dependent_start = bool(data_dependent_start)
+    return likelihood
 
 
 __all__ = [

@@ -28,6 +28,13 @@ class Likelihood(keras.layers.Layer):
     """
 
     params_per_channel: int = 1
+    # Calibration hooks (`keras_vae.calibration`); the Gaussian likelihood has both.
+    is_optimal: bool = False  # sigma fitted analytically, with a running statistic to refit
+    has_data_dependent_start: bool = False  # a sigma that `start_at` sets from the first batch
+
+    def start_at(self, targets, params) -> None:
+        """Sets this likelihood's sigma from a first batch (see `has_data_dependent_start`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no data-dependent start.")
 
     def distribution(self, params, x=None, training: bool = False) -> tfd.Distribution:
         """Returns p(x|z) with batch shape `(batch,)` and event `(H, W, C)`.

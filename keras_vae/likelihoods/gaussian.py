@@ -8,7 +8,7 @@ import keras
 import tensorflow_probability as tfp
 from keras import ops
 
-from keras_vae.layers import OptimalSigma, SoftClip
+from keras_vae.layers import MSE_EPSILON, OptimalSigma, SoftClip
 from keras_vae.likelihoods.base import IMAGE_AXES, Likelihood
 
 tfd = tfp.distributions
@@ -61,6 +61,10 @@ class Gaussian(Likelihood):
         min_log_sigma: The soft floor of log sigma. Defaults to -6.
         log_sigma_scale: Speed-up of the learned log sigma. Defaults to 10.
         momentum: Momentum of the optimal modes' running MSE. Defaults to 0.99.
+        data_dependent_start: Start a learned or per-pixel sigma at the RMSE
+            of the untrained reconstruction of the first training batch
+            (`keras_vae.calibration`); False keeps the paper's start (sigma 1).
+            Defaults to True.
 
     References:
         Rybkin, Daniilidis, Levine. Simple and Effective VAE Training with
@@ -80,6 +84,7 @@ class Gaussian(Likelihood):
         min_log_sigma: float = -6.0,
         log_sigma_scale: float = 10.0,
         momentum: float = 0.99,
+        data_dependent_start: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -99,6 +104,7 @@ class Gaussian(Likelihood):
         self.min_log_sigma = float(min_log_sigma)
         self.log_sigma_scale = float(log_sigma_scale)
         self.momentum = float(momentum)
+        self.data_dependent_start = bool(data_dependent_start)
         self.params_per_channel = 2 if sigma == "per_pixel" else 1
         self.soft_clip = SoftClip(self.min_log_sigma)
         self.optimal_sigma = (
@@ -116,6 +122,13 @@ class Gaussian(Likelihood):
             self.log_sigma_variable = self.add_weight(
                 shape=(), initializer="zeros", trainable=True, name="log_sigma_variable"
             )
+        if self.sigma == "per_pixel":
+            # Added to the decoder's raw log sigma; set (with the learned one) by `start_at`.
+            self.log_sigma_offset = self.add_weight(
+                shape=(), initializer="zeros", trainable=False, name="log_sigma_offset"
+            )
+        if self.has_data_dependent_start:
+            self.started = self.add_weight(shape=(), initializer="zeros", trainable=False, name="started")
         if self.optimal_sigma is not None:
             channels = self.image_channels(params_shape[-1])
             image_shape = (*params_shape[:-1], channels)
@@ -140,7 +153,7 @@ class Gaussian(Likelihood):
 
     def _log_sigma(self, mean, raw, x, training):
         if self.sigma == "per_pixel":
-            log_sigma = raw
+            log_sigma = raw + self.log_sigma_offset
         elif self.sigma == "learned":
             log_sigma = self.log_sigma_scale * self.log_sigma_variable
         elif self.is_optimal:
@@ -164,9 +177,36 @@ class Gaussian(Likelihood):
         mean, raw = self._mean_and_raw_log_sigma(params)
         return ops.broadcast_to(ops.exp(self._log_sigma(mean, raw, x, False)), ops.shape(mean))
 
+    @property
+    def has_data_dependent_start(self) -> bool:
+        """Whether `start_at` calibrates this likelihood before training (learned and per-pixel sigma)."""
+        return self.data_dependent_start and self.sigma in ("learned", "per_pixel")
+
+    def start_at(self, targets, params) -> None:
+        """The data-dependent start: the learned (or per-pixel) log sigma becomes log RMSE of the decoder means.
+
+        For `"learned"` the shared log sigma is set to the optimal sigma of
+        the batch (the `"optimal"` mode's sigma, `0.5 * log(MSE)`); for
+        `"per_pixel"` the offset added to the decoder's raw log sigma is set so
+        that its mean over the batch is that value. Marks the layer `started`
+        (saved with the model), so a later `fit` does not start again.
+
+        Args:
+            targets: Images `(batch, H, W, C)`.
+            params: The decoder's outputs at the batch's latents.
+        """
+        means, raw_log_sigma = self._mean_and_raw_log_sigma(params)
+        log_sigma = 0.5 * ops.log(OptimalSigma("batch").mean_squared_error(targets, means) + MSE_EPSILON)
+        if self.sigma == "learned":
+            self.log_sigma_variable.assign(log_sigma / self.log_sigma_scale)
+        else:
+            self.log_sigma_offset.assign(log_sigma - ops.mean(raw_log_sigma))
+        self.started.assign(1.0)
+
     def get_config(self):
         return {
             **super().get_config(),
+            "data_dependent_start": self.data_dependent_start,
             "sigma": self.sigma,
             "min_log_sigma": self.min_log_sigma,
             "log_sigma_scale": self.log_sigma_scale,

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_vae import latents, networks
+from keras_vae import calibration, latents, networks
 from keras_vae import likelihoods as likelihoods_lib
 from keras_vae.data import validate_images
 from keras_vae.layers import cross_replica_sum
@@ -550,7 +550,7 @@ class VAE(keras.Model):
     def decode(self, z, *conditions, greedy: bool = False):
         """Returns `(mean, sigma)` of p(x|z[, y]), each `(batch, H, W, C)` (see `decoded`)."""
         z = self._checked_latent(z)
-        return self.decoded(z, self._conditions(conditions), self.noise(), greedy=greedy)
+        return self.decoded(z, self._conditions(conditions), greedy=greedy)  # noise only if it draws
 
     def sample(self, num_samples: int, *conditions):
         """Decoder means at `num_samples` draws z ~ p(z[| y]): `(num_samples, H, W, C)`."""
@@ -636,12 +636,23 @@ class VAE(keras.Model):
             raise ValueError(f"{type(self).__name__}.{method} needs labels: {method}(x, y).")
 
     def fit(self, x=None, y=None, *args, **kwargs):
+        """Keras' `fit`, after the checks of the data and the likelihood's data-dependent start
+        (`keras_vae.calibration.start` on the first batch; once per model)."""
         self._check_labels(x, y, "fit")
         self._check_data(x, "x")
         validation = kwargs.get("validation_data")
         if validation is not None:
             self._check_data(validation[0] if isinstance(validation, tuple) else validation, "validation_data")
+        if self.likelihood.has_data_dependent_start:
+            calibration.start(self, self._step_inputs(self._first_batch(x, y, kwargs.get("batch_size"))))
         return super().fit(x, y, *args, **kwargs)
+
+    @staticmethod
+    def _first_batch(x, y, batch_size):
+        if isinstance(x, tf.data.Dataset):
+            return next(iter(x))
+        rows = slice(0, batch_size or 32)  # Keras' default batch size
+        return x[rows] if y is None else (x[rows], y[rows])
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self._check_labels(x, y, "evaluate")

@@ -1,0 +1,100 @@
+"""keras_vae.calibration: the data-dependent start of learned sigmas and the refit of the served sigma."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_vae as kv
+from keras_vae import calibration, experiment, latents
+from keras_vae.noise import SeededNoise
+from tests.conftest import make_images
+
+X = make_images(32, (8, 8, 1), seed=2)
+
+
+def build(likelihood, **kwargs):
+    keras.utils.set_random_seed(0)
+    model = kv.build_vae((8, 8, 1), network="mlp", latent_dim=2, likelihood=likelihood, seed=0, **kwargs)
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    return model
+
+
+def rmse_of_the_first_draw(model, x):
+    """By hand: the RMSE of the decoder mean at the draw z = loc + scale * eps the first step makes."""
+    eps = SeededNoise(model.seed_generator.state.value).normal((len(x), 2)).numpy()
+    loc, scale = (np.asarray(t) for t in model.encode(x))
+    mean = np.asarray(model.decode(loc + scale * eps)[0])
+    return float(np.sqrt(np.mean((x - mean) ** 2)))
+
+
+def test_learned_sigma_starts_at_the_first_batchs_rmse_and_its_first_loss_is_the_optimal_one():
+    learned = build("learned")
+    expected = rmse_of_the_first_draw(learned, X[:16])  # (encode and decode draw no noise)
+    first = learned.fit(X, batch_size=16, epochs=1, shuffle=False, verbose=0).history  # lr 0: weights stay
+    sigma = float(np.exp(learned.likelihood.log_sigma_scale * learned.likelihood.log_sigma_variable.numpy()))
+    assert sigma == pytest.approx(expected, rel=1e-5)
+    # The same networks and noise (same seed, same init): the optimal mode's loss on that first batch.
+    optimal = build("optimal")
+    step = optimal.fit(X[:16], batch_size=16, epochs=1, shuffle=False, verbose=0).history
+    learned_first = build("learned").fit(X[:16], batch_size=16, epochs=1, shuffle=False, verbose=0).history
+    assert learned_first["loss"][0] == pytest.approx(step["loss"][0], rel=1e-4)
+    assert np.isfinite(first["loss"][0])
+
+
+def test_per_pixel_sigma_starts_with_its_mean_log_sigma_at_the_rmse():
+    model = build("per_pixel")
+    x = X[:16]
+    state = model.seed_generator.state.value
+    assert calibration.start(model, {"x": x})
+    q = model.posterior_distribution({"x": x})
+    params = model.decoder(latents.draw(q, SeededNoise(state)))
+    mean = np.asarray(model.likelihood.mean(params))
+    log_sigma = np.log(np.asarray(model.likelihood.stddev(params)))
+    assert float(np.mean(log_sigma)) == pytest.approx(0.5 * np.log(np.mean((x - mean) ** 2)), abs=2e-2)  # soft clip
+
+
+def test_the_start_is_saved_runs_once_and_can_be_turned_off(tmp_path):
+    model = build("learned")
+    model.fit(X, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    value = float(model.likelihood.log_sigma_variable.numpy())
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    assert float(loaded.likelihood.started.numpy()) == 1.0
+    assert not calibration.start(loaded, {"x": X[16:]})  # a resumed model does not start again
+    loaded.compile(optimizer=keras.optimizers.SGD(0.0))
+    loaded.fit(X[16:], batch_size=16, epochs=1, verbose=0)
+    assert float(loaded.likelihood.log_sigma_variable.numpy()) == pytest.approx(value)
+    paper = build(kv.likelihoods.get("learned", data_dependent_start=False))
+    paper.fit(X, batch_size=16, epochs=1, verbose=0)
+    assert float(paper.likelihood.log_sigma_variable.numpy()) == 0.0  # sigma 1, as in the paper
+
+
+@pytest.mark.parametrize("mode", ["optimal", "optimal_per_channel", "optimal_per_image"])
+def test_refit_sets_the_served_sigma_to_the_rmse_over_the_data(mode):
+    model = build(mode)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.fit(X, batch_size=8, epochs=2, verbose=0)
+    served = calibration.refit_sigma(model, X, batch_size=10)
+    squared = (X - np.asarray(model.decode(np.asarray(model.encode(X)[0]))[0])) ** 2  # reconstruction errors
+    expected = np.sqrt(squared.mean(axis=(0, 1, 2)) if mode == "optimal_per_channel" else squared.mean())
+    running = np.exp(np.asarray(model.likelihood.optimal_sigma.running_log_sigma()))
+    np.testing.assert_allclose(running, expected, rtol=1e-4)
+    # What decode serves: the same sigma through the soft clip at log sigma = -6.
+    clipped = np.exp(np.asarray(model.likelihood.soft_clip(np.log(expected).astype("float32"))))
+    np.testing.assert_allclose(np.asarray(model.decode(np.zeros((1, 2), "float32"))[1])[0, 0, 0], clipped, rtol=1e-4)
+    assert served == pytest.approx(float(np.mean(clipped)), rel=1e-4)
+    assert calibration.refit_sigma(build("learned"), X) is None
+
+
+def test_train_refits_the_served_sigma_and_records_it(tmp_path):
+    data = tmp_path / "blobs.npz"
+    np.savez(data, x=make_images(60, (8, 8, 1), seed=5), x_test=make_images(20, (8, 8, 1), seed=6))
+    config = experiment.RunConfig(dataset=str(data), network="mlp", latent_dim=2, epochs=2, batch_size=20,
+                                     out=str(tmp_path / "run"), align_latents="none")
+    model, metrics = experiment.train(config, verbose=0)
+    x_train = np.load(data)["x"]
+    train_rmse = np.sqrt(np.mean((x_train - np.asarray(model.reconstruct(x_train))) ** 2))
+    clipped = float(np.exp(np.asarray(model.likelihood.soft_clip(np.float32(np.log(train_rmse))))))
+    assert metrics["sigma"] == pytest.approx(clipped, rel=1e-4)  # the refitted sigma is served
+    assert metrics["sigma_over_test_rmse"] == pytest.approx(metrics["sigma"] / metrics["test_rmse"])
+    assert metrics["test_mse"] == pytest.approx(metrics["test_rmse"] ** 2)
