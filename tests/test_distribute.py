@@ -69,7 +69,8 @@ def _run_config(strategy, config: dict, x: np.ndarray, labels: np.ndarray | None
         settings = dict(config)
         name = settings.pop("model", "vae")
         if "log_sigma_scale" in settings:
-            settings["likelihood"] = kv.Gaussian(settings["likelihood"], log_sigma_scale=settings.pop("log_sigma_scale"))
+            scale = settings.pop("log_sigma_scale")
+            settings["likelihood"] = kv.Gaussian(settings["likelihood"], log_sigma_scale=scale)
         builder = kv.build_vlae if name == "vlae" else kv.models.get(name)  # VLAE: --network=pixelcnn in the CLI
         vae = builder(SHAPE, latent_dim=3, seed=0, **settings)
         vae.compile(optimizer=RecordingSGD(1e-3))
