@@ -8,8 +8,8 @@ train split (scored on a copy of the running statistic, so training goes on unch
 per-pixel sigma run twice: with the data-dependent start (the default) and with the paper's start.
 
 Datasets: the embedded MNIST (9,000 / 1,000) and `hopper`, 32x32x3 patches (stride 8) of the colour
-photograph `grace_hopper.jpg` that matplotlib ships (a real colour image, offline; the last 10% of
-patches in raster order are the test split).
+photograph `grace_hopper.jpg` that matplotlib ships (a real colour image, offline; a seeded random
+10% of the patches is the test split).
 
     .venv/bin/python benchmarks/calibration.py                  # both datasets (about 30 minutes)
     .venv/bin/python benchmarks/calibration.py --datasets=hopper --epochs=3
@@ -59,6 +59,7 @@ def hopper_patches(size: int = 32, stride: int = 8) -> tuple[np.ndarray, np.ndar
     patches = np.stack([image[i : i + size, j : j + size]
                         for i in range(0, image.shape[0] - size + 1, stride)
                         for j in range(0, image.shape[1] - size + 1, stride)]).astype("float32") / 255.0
+    patches = patches[np.random.default_rng(0).permutation(len(patches))]  # a raster-order split shifts content
     split = int(len(patches) * 0.9)
     return patches[:split], patches[split:]
 
@@ -101,6 +102,7 @@ class Checkpoints(keras.callbacks.Callback):
     def __init__(self, x_train, x_test, epochs: int):
         super().__init__()
         self.data, self.epochs, self.rows, self.seconds, self.step = (x_train, x_test), epochs, {}, 0.0, 0
+        self.steps = {}  # the training step of each checkpoint, to order them
 
     def on_train_batch_begin(self, batch, logs=None):
         self.start = time.perf_counter()
@@ -110,10 +112,12 @@ class Checkpoints(keras.callbacks.Callback):
         self.step += 1
         if self.step == 100:
             self.rows["100 steps"] = score(self.model, *self.data)
+            self.steps["100 steps"] = self.step
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 in {1, 3, self.epochs}:
             self.rows[f"{epoch + 1} epochs"] = score(self.model, *self.data)
+            self.steps[f"{epoch + 1} epochs"] = self.step
 
 
 def run(dataset: str, row: str, x_train, x_test) -> dict:
@@ -123,7 +127,8 @@ def run(dataset: str, row: str, x_train, x_test) -> dict:
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     checkpoints = Checkpoints(x_train, x_test, FLAGS.epochs)
     model.fit(x_train, batch_size=128, epochs=FLAGS.epochs, shuffle=True, verbose=0, callbacks=[checkpoints])
-    return {"dataset": dataset, "row": row, "checkpoints": checkpoints.rows,
+    order = sorted(checkpoints.rows, key=checkpoints.steps.get)
+    return {"dataset": dataset, "row": row, "checkpoints": {name: checkpoints.rows[name] for name in order},
             "images_per_second": checkpoints.step * 128 / max(checkpoints.seconds, 1e-9)}
 
 
@@ -171,13 +176,16 @@ def _write(path: Path, text: str) -> None:
 
 def main(argv):
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results = []
+    json_path = RESULTS / "calibration.json"
+    # Keep the saved rows of datasets this run does not redo.
+    results = [r for r in (json.loads(json_path.read_text()) if json_path.exists() else [])
+               if r["dataset"] not in FLAGS.datasets]
     for dataset in FLAGS.datasets:
         x_train, x_test = load(dataset)
         for row in FLAGS.rows:
             results.append(run(dataset, row, x_train, x_test))
             print(json.dumps(results[-1]), flush=True)
-            _write(RESULTS / "calibration.json", json.dumps(results, indent=2) + "\n")
+            _write(json_path, json.dumps(results, indent=2) + "\n")
             _write(RESULTS / "calibration.md", to_markdown(results))
     print((RESULTS / "calibration.md").read_text())
 
