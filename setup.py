@@ -19,6 +19,7 @@ setup(
         "tensorboard",  # no longer installed by tensorflow 2.21; keras.callbacks.TensorBoard needs it
         "absl-py",
         "matplotlib",
+        "pillow",  # PNG strips and GIFs of videos (keras_vae.video)
         "scipy",
     ],
     extras_require={
