@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +79,67 @@ def validate_images(x, image_shape=None, name: str = "x") -> None:
         )
 
 
+def validate_labels(y, num_images: int, name: str = "y") -> np.ndarray:
+    """Returns class labels `y` as int64 after checking them against their `num_images` images.
+
+    Args:
+        y: One integer label per image.
+        num_images: The number of images they label.
+        name: What to call `y` in messages. Defaults to `"y"`.
+
+    Raises:
+        ValueError: If `y` is not one non-negative integer per image.
+
+    Example:
+
+    >>> validate_labels(np.array([0, 2], "uint8"), 2).dtype.name
+    'int64'
+    >>> validate_labels(np.array([0.5, 1.0]), 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected integer class labels; y has dtype float64 ...
+    """
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != num_images:
+        raise ValueError(f"Expected one label per image: {name} has shape {y.shape} for {num_images} images.")
+    if not (np.issubdtype(y.dtype, np.integer) or y.dtype == bool):
+        raise ValueError(f"Expected integer class labels; {name} has dtype {y.dtype} (e.g. {y[:3].tolist()}).")
+    if len(y) and y.min() < 0:
+        raise ValueError(f"Expected class labels >= 0; {name} has {int((y < 0).sum())} negative label(s), "
+                         f"the first {int(y[y < 0][0])} at index {int(np.argmax(y < 0))}.")
+    return y.astype("int64")
+
+
+def check_splits(x_train, x_test, y_train=None, y_test=None, name: str = "the dataset") -> None:
+    """Checks a train and a test split against each other before anything trains on them.
+
+    Both are image batches (`validate_images`) of one image shape; labels,
+    where given, are one non-negative integer per image (`validate_labels`).
+
+    Args:
+        x_train: Train images `(N, H, W, C)`.
+        x_test: Test images `(M, H, W, C)`.
+        y_train: Train labels or None.
+        y_test: Test labels or None.
+        name: The dataset, for messages.
+
+    Example:
+
+    >>> check_splits(np.zeros((4, 8, 8, 1), "float32"), np.zeros((2, 8, 9, 1), "float32"), name="d.npz")
+    Traceback (most recent call last):
+    ...
+    ValueError: d.npz: the test images have shape (8, 9, 1) but the train images (8, 8, 1); both splits ...
+    """
+    validate_images(x_train, name=f"{name} (train)")
+    validate_images(x_test, name=f"{name} (test)")
+    if x_test.shape[1:] != x_train.shape[1:]:
+        raise ValueError(f"{name}: the test images have shape {x_test.shape[1:]} but the train images "
+                         f"{x_train.shape[1:]}; both splits need one image shape.")
+    for labels, images, split in ((y_train, x_train, "train"), (y_test, x_test, "test")):
+        if labels is not None:
+            validate_labels(labels, len(images), name=f"the {split} labels of {name}")
+
+
 def to_float(x) -> np.ndarray:
     """Converts images to float32 in [0, 1]: integers are divided by 255; rank 3 gains a channel axis.
 
@@ -126,21 +189,73 @@ def _load_mnist(split: str):
     return _split((x, y), split, MNIST_TRAIN_SIZE)
 
 
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on this platform: no limit
+        return 2**63
+
+
+def _check_npz_headers(path: Path) -> None:
+    """Refuses a `.npz` that is not a zip of numeric arrays whose declared sizes fit its data and this machine.
+
+    Reads only the `.npy` headers, so a hostile declared shape (terabytes)
+    fails here instead of as a `MemoryError` while loading.
+    """
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a .npz archive (not a zip file): save it with numpy.savez.")
+    limit = _memory_bytes()
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            name = info.filename[:-4]
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version not in ((1, 0), (2, 0)):
+                    continue  # a rarer header version: np.load checks it
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(member)
+                data_bytes = info.file_size - member.tell()
+            if dtype.hasobject:
+                raise ValueError(f"{path}: array {name!r} holds Python objects (dtype {dtype}), which are not "
+                                 "loaded (pickles can run code); save numeric arrays.")
+            declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if declared > data_bytes:
+                raise ValueError(f"{path}: array {name!r} declares shape {shape} ({declared:,} bytes) but holds "
+                                 f"{data_bytes:,} bytes of data: the file is corrupt or truncated.")
+            if declared > limit:
+                raise ValueError(f"{path}: array {name!r} of shape {shape} needs {declared / 2**30:,.1f} GiB, more "
+                                 f"than this machine's {limit / 2**30:,.1f} GiB of memory.")
+
+
+def _check_labels_length(path: Path, images: str, x, labels: str, y) -> None:
+    if y is not None and (np.ndim(y) == 0 or len(y) != len(x)):
+        raise ValueError(f"{path}: {labels!r} has shape {np.shape(y)} but {images!r} holds {len(x)} images: "
+                         f"expected one label per image.")
+
+
 def _load_npz(path: Path, split: str, test_fraction: float):
-    with np.load(path) as archive:
-        if "x" not in archive:
-            raise ValueError(f"{path} has no array 'x' (found: {sorted(archive.files)}).")
-        x, y = archive["x"], archive["y"] if "y" in archive else None
-        if "x_test" in archive:
-            x_test = archive["x_test"]
+    _check_npz_headers(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "x" not in archive:
+                raise ValueError(f"{path} has no array 'x' (found: {sorted(archive.files)}).")
+            x, y = archive["x"], archive["y"] if "y" in archive else None
+            x_test = archive["x_test"] if "x_test" in archive else None
             y_test = archive["y_test"] if "y_test" in archive else None
-            if split == "train":
-                return x, y
-            if split == "test":
-                return x_test, y_test
-            both_labels = y is not None and y_test is not None
-            return np.concatenate([x, x_test]), np.concatenate([y, y_test]) if both_labels else None
-    return _split((x, y), split, _train_size(len(x), test_fraction))
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise ValueError(f"{path} is not a readable .npz file ({type(error).__name__}: {error}).") from None
+    _check_labels_length(path, "x", x, "y", y)
+    if x_test is not None:
+        _check_labels_length(path, "x_test", x_test, "y_test", y_test)
+        if split == "train":
+            return x, y
+        if split == "test":
+            return x_test, y_test
+        both_labels = y is not None and y_test is not None
+        return np.concatenate([x, x_test]), np.concatenate([y, y_test]) if both_labels else None
+    return (x, y) if split == "all" else _split((x, y), split, _train_size(len(x), test_fraction, path))
 
 
 def _load_folder(path: Path, split: str, test_fraction: float):
@@ -149,24 +264,47 @@ def _load_folder(path: Path, split: str, test_fraction: float):
         raise ValueError(f"{path} holds no PNG or JPEG images.")
     images = []
     for file in files:
-        image = tf.io.decode_image(tf.io.read_file(str(file)), expand_animations=False).numpy()
+        try:
+            image = tf.io.decode_image(tf.io.read_file(str(file)), expand_animations=False).numpy()
+        except (tf.errors.InvalidArgumentError, tf.errors.OpError) as error:
+            reason = (error.message or "").strip().splitlines()[0] if error.message else type(error).__name__
+            raise ValueError(f"{file} is not a readable PNG or JPEG image ({reason}).") from None
         if images and image.shape != images[0].shape:
             raise ValueError(
                 f"{file} is {image.shape}, but {files[0]} is {images[0].shape}: all images must share one shape."
             )
         images.append(image)
     x = np.stack(images)
-    return _split((x, None), split, _train_size(len(x), test_fraction))
+    return (x, None) if split == "all" else _split((x, None), split, _train_size(len(x), test_fraction, path))
 
 
-def _train_size(total: int, test_fraction: float) -> int:
-    return total - max(1, int(round(total * test_fraction)))
+def _train_size(total: int, test_fraction: float, source="the dataset") -> int:
+    """Images in the train split when the last `test_fraction` (at least one) is the test split."""
+    test = max(1, int(round(total * test_fraction)))
+    if 0 < total <= test:
+        raise ValueError(
+            f"{source} holds {total} image(s) and test_fraction={test_fraction} sends {test} to the test split, "
+            "leaving none to train on: add images, lower --test_fraction, or give a test set (x_test in a .npz)."
+        )
+    return total - test
+
+
+def _import_tfds(name: str):
+    """`tensorflow_datasets`, or a one-line error when it (or a dependency of it) does not import."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        missing = f" (missing: {error.name})" if getattr(error, "name", None) else ""
+        raise ValueError(
+            f"--dataset=tfds:{name} needs the tensorflow_datasets package, which does not import here{missing}: "
+            f"{error}. Install it with its dependencies (pip install tensorflow-datasets)."
+        ) from None
+    return tfds
 
 
 def _tfds_split(name: str, split: str, test_fraction: float):
     """A tfds split; datasets without a 'test' split are sliced by `test_fraction`."""
-    import tensorflow_datasets as tfds
-
+    tfds = _import_tfds(name)
     known = list(tfds.builder(name).info.splits)  # empty under tfds.testing.mock_data
     key = split
     if known and "test" not in known and split != "all":
@@ -205,8 +343,7 @@ def load_arrays(name: str, split: str = "train", test_fraction: float = 0.1, wit
     if name == "mnist":
         x, y = _load_mnist(split)
     elif name.startswith("tfds:"):
-        import tensorflow_datasets as tfds
-
+        tfds = _import_tfds(name[5:])
         examples = list(tfds.as_numpy(_tfds_split(name[5:], split, test_fraction)))
         x = np.stack([e["image"] for e in examples]) if examples else np.zeros((0, 1, 1, 1), "uint8")
         y = np.array([e["label"] for e in examples]) if examples and "label" in examples[0] else None
