@@ -404,34 +404,6 @@ def collapse_statistics_reason(model, data) -> str | None:
     return None
 
 
-def kl_per_dimension_stats(means: np.ndarray, stddevs: np.ndarray, scale_diag: np.ndarray | None = None) -> np.ndarray:
-    """Mean over images of the per-dimension KL(q(z|x) || N(0, I)) terms, `(latent_dim,)` nats.
-
-    For a diagonal posterior each term is KL(q(z_d|x) || N(0, 1)). For a
-    posterior N(mu, T T^T) with a lower-triangular T they are the chain-rule
-    terms `(stddev_d**2 + mu_d**2 - 1) / 2 - log T_dd`, which sum to the full KL
-    (see `keras_vae.latents.kl_per_dimension`).
-
-    Args:
-        means: Posterior means `(N, latent_dim)`.
-        stddevs: Marginal posterior standard deviations `(N, latent_dim)`.
-        scale_diag: The diagonal of T, `(N, latent_dim)`. Defaults to
-            `stddevs` (a diagonal posterior).
-
-    Returns:
-        The mean KL of each dimension.
-
-    Example:
-
-    >>> kl_per_dimension_stats(np.zeros((2, 3)), np.ones((2, 3))).tolist()
-    [0.0, 0.0, 0.0]
-    """
-    means, stddevs = np.asarray(means, "float64"), np.asarray(stddevs, "float64")
-    scale_diag = stddevs if scale_diag is None else np.asarray(scale_diag, "float64")
-    kl = 0.5 * (means**2 + stddevs**2 - 1.0) - np.log(scale_diag)
-    return kl.mean(axis=0)
-
-
 def active_units(means: np.ndarray, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
     """Counts latent dimensions whose posterior mean varies over the data.
 
@@ -658,7 +630,7 @@ def fid(real, generated, feature_model: Callable, batch_size: int = 500) -> floa
 
 # ---------------------------------------------------------------- images
 def prior_samples(model, num_samples: int, batch_size: int = 500, seed: int | None = 0, conditions=None) -> np.ndarray:
-    """Decoder means at z ~ p(z[| y]) for any family: `(num_samples, H, W, C)`.
+    """Decoder means at z ~ p(z[| y]) (or the fitted sampler) for any family: `(num_samples, H, W, C)`.
 
     Batch `i` draws with the noise `SeededNoise([seed, i])`.
 
@@ -681,7 +653,7 @@ def prior_samples(model, num_samples: int, batch_size: int = 500, seed: int | No
         rows = np.arange(start, start + count)
         inputs = {name: np.asarray(conditions[name])[rows % len(conditions[name])] for name in names}
         noise = SeededNoise([seed, index])
-        z = latents.draw(model.prior_distribution(inputs), noise, count)
+        z = latents.draw(model.sampling_distribution(inputs), noise, count)
         images.append(np.asarray(model.decoded(model.decoder_latent(z), inputs, noise)[0]))
     return np.concatenate(images)
 

@@ -215,3 +215,16 @@ def get(name: str) -> tuple[Callable, Callable]:
     if name not in _BUILDERS:
         raise ValueError(f"Unknown network {name!r}. Expected one of {NAMES}.")
     return _BUILDERS[name]
+
+
+def encoder_and_decoder(network: str, input_shape, latent_dim: int, params_per_channel: int = 1) -> dict:
+    """`{"encoder": ..., "decoder": ...}` of the network called `network`, the decoder reading `latent_dim` numbers.
+
+    Example:
+
+    >>> encoder_and_decoder("mlp", (8, 8, 1), latent_dim=3, params_per_channel=2)["decoder"].output_shape
+    (None, 8, 8, 2)
+    """
+    encoder_fn, decoder_fn = get(network)
+    return {"encoder": encoder_fn(input_shape),
+            "decoder": decoder_fn(input_shape, latent_dim=latent_dim, params_per_channel=params_per_channel)}

@@ -17,7 +17,7 @@ def _vlae(shape=(4, 4, 1), likelihood=None, receptive_field=3, filters=6, latent
     keras.utils.set_random_seed(0)
     likelihood = likelihood or DiscretizedLogisticMixture(2)
     vlae = build_vlae(shape, latent_dim=latent_dim, likelihood=likelihood, receptive_field=receptive_field,
-                      filters=filters, encoder="mlp", seed=0)
+                      filters=filters, network="mlp", seed=0)
     vlae.compile(optimizer=keras.optimizers.Adam(1e-2))
     return vlae
 

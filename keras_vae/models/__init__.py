@@ -4,7 +4,7 @@ from keras_vae.models.conditional import ConditionalVAE, build_conditional_vae
 from keras_vae.models.gumbel import GumbelSoftmaxVAE, build_gumbel_vae
 from keras_vae.models.hierarchical import HierarchicalVAE, build_hierarchical_vae
 from keras_vae.models.spatial import SpatialVAE, build_spatial_vae
-from keras_vae.models.vae import VAE, build_vae
+from keras_vae.models.vae import VAE, build, build_vae, default_argument
 from keras_vae.models.vlae import VLAE, build_vlae
 from keras_vae.models.vqvae import VQVAE, build_vqvae
 
@@ -19,6 +19,15 @@ BUILDERS = {
     "spatial": build_spatial_vae,
 }
 NAMES = tuple(BUILDERS)
+# `--model` names -> the family each builder builds (its constructor holds the defaults, e.g. of beta).
+FAMILIES = {
+    "vae": VAE,
+    "hierarchical": HierarchicalVAE,
+    "vqvae": VQVAE,
+    "gumbel": GumbelSoftmaxVAE,
+    "conditional": ConditionalVAE,
+    "spatial": SpatialVAE,
+}
 
 
 def get(name: str):
@@ -34,10 +43,25 @@ def get(name: str):
     return BUILDERS[name]
 
 
+def default_beta(name: str) -> float:
+    """The `beta` default of the model called `name`: 1e-6 for `"spatial"`, 1.0 for the others.
+
+    Example:
+
+    >>> default_beta("spatial"), default_beta("vae")
+    (1e-06, 1.0)
+    """
+    beta = default_argument(FAMILIES.get(name, VAE), "beta")
+    return 1.0 if beta is None else float(beta)
+
+
 __all__ = [
     "BUILDERS",
+    "FAMILIES",
     "NAMES",
     "VAE",
+    "build",
+    "default_beta",
     "VLAE",
     "VQVAE",
     "ConditionalVAE",

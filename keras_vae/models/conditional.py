@@ -18,9 +18,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_vae import likelihoods as likelihoods_lib
 from keras_vae import networks
-from keras_vae.models.vae import VAE
+from keras_vae.models.vae import VAE, build
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -82,6 +81,12 @@ class ConditionalVAE(VAE):
             features = self.encoder.output_shape
             self.posterior.build((*features[:-1], features[-1] + self.condition_dim))
         super().build(input_shape)
+
+    @classmethod
+    def networks_for(cls, input_shape, network, params_per_channel, latent_dim=20, *, num_classes, **arguments):
+        """The networks of `network`; the decoder reads z and the one-hot (or vector) condition."""
+        return {**networks.encoder_and_decoder(network, input_shape, latent_dim + num_classes, params_per_channel),
+                "latent_dim": latent_dim, "condition_dim": num_classes, **arguments}
 
     # ------------------------------------------------------------ the contract
     def condition_specs(self) -> dict[str, tf.TensorSpec]:
@@ -157,44 +162,13 @@ class ConditionalVAE(VAE):
         return super().sample(num_samples, y)
 
 
-def build_conditional_vae(
-    input_shape,
-    num_classes: int,
-    network: str = "conv",
-    latent_dim: int = 20,
-    likelihood="optimal",
-    sigma: float | None = None,
-    beta: float = 1.0,
-    free_bits: float = 0.0,
-    seed: int | None = None,
-    categorical: bool = True,
-) -> ConditionalVAE:
-    """Builds a `ConditionalVAE` from a network name (labels `0..num_classes-1`, or vectors).
-
-    Args:
-        input_shape: Image shape `(height, width, channels)`.
-        num_classes: Number of classes (or the condition size if not `categorical`).
-        network: `"conv"`, `"mlp"` or `"resnet"`. Defaults to `"conv"`.
-        latent_dim, likelihood, sigma, beta, free_bits, seed: As in `build_vae`.
-        categorical: Integer labels (True) or float vectors. Defaults to True.
+def build_conditional_vae(input_shape, num_classes: int, **arguments) -> ConditionalVAE:
+    """Builds a `ConditionalVAE` (see `keras_vae.models.vae.build`) of labels `0..num_classes-1`
+    (or, with `categorical=False`, condition vectors of `num_classes` numbers); `latent_dim` (default 20), ...
 
     Example:
 
     >>> build_conditional_vae((28, 28, 1), num_classes=10).decoder.input_shape
     (None, 30)
     """
-    likelihood = likelihoods_lib.get(likelihood, sigma=sigma)
-    encoder_fn, decoder_fn = networks.get(network)
-    return ConditionalVAE(
-        encoder=encoder_fn(input_shape),
-        decoder=decoder_fn(
-            input_shape, latent_dim=latent_dim + num_classes, params_per_channel=likelihood.params_per_channel
-        ),
-        latent_dim=latent_dim,
-        condition_dim=num_classes,
-        categorical=categorical,
-        likelihood=likelihood,
-        beta=beta,
-        free_bits=free_bits,
-        seed=seed,
-    )
+    return build(ConditionalVAE, input_shape, num_classes=num_classes, **arguments)

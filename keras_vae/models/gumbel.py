@@ -30,9 +30,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from keras import ops
 
-from keras_vae import likelihoods as likelihoods_lib
 from keras_vae import networks
-from keras_vae.models.vae import VAE
+from keras_vae.models.vae import VAE, build
 from keras_vae.noise import gumbel_from_uniform
 
 tfd = tfp.distributions
@@ -229,6 +228,12 @@ class GumbelSoftmaxVAE(VAE):
     def _metric_value(self, name: str, terms: dict):
         return self.temperature if name == "temperature" else super()._metric_value(name, terms)
 
+    @classmethod
+    def networks_for(cls, input_shape, network, params_per_channel, latent_dim=20, num_classes=10, **arguments):
+        """The networks of `network` for `latent_dim` variables of `num_classes` one-hot classes."""
+        return {**networks.encoder_and_decoder(network, input_shape, latent_dim * num_classes, params_per_channel),
+                "num_variables": latent_dim, "num_classes": num_classes, **arguments}
+
     # -------------------------------------------------------- user-facing API
     def relaxed_sample(self, x, temperature=None, hard: bool = False, seed=None):
         """Gumbel-softmax codes of `x`, `(batch, num_variables, num_classes)`, on the simplex."""
@@ -237,51 +242,13 @@ class GumbelSoftmaxVAE(VAE):
         return gumbel_softmax_sample(logits, temperature, self.noise(seed).uniform(tf.shape(logits)), hard=hard)
 
 
-
-
-
-def build_gumbel_vae(
-    input_shape,
-    network: str = "conv",
-    latent_dim: int = 20,
-    likelihood="optimal",
-    sigma: float | None = None,
-    beta: float = 1.0,
-    free_bits: float = 0.0,
-    seed: int | None = None,
-    num_classes: int = 10,
-    temperature: float = 1.0,
-    hard: bool = False,
-) -> GumbelSoftmaxVAE:
-    """Builds a `GumbelSoftmaxVAE` with `latent_dim` categorical variables of `num_classes` classes.
-
-    Args:
-        input_shape: Image shape `(height, width, channels)`.
-        network: `"conv"`, `"mlp"` or `"resnet"`. Defaults to `"conv"`.
-        latent_dim: Number of categorical variables. Defaults to 20.
-        likelihood, sigma, beta, free_bits, seed: As in `build_vae`.
-        num_classes: Classes per variable. Defaults to 10.
-        temperature: Initial temperature. Defaults to 1.0.
-        hard: Straight-through one-hot samples. Defaults to False.
+def build_gumbel_vae(input_shape, **arguments) -> GumbelSoftmaxVAE:
+    """Builds a `GumbelSoftmaxVAE` (see `keras_vae.models.vae.build`): `latent_dim` (default 20)
+    categorical variables of `num_classes` (default 10) classes; `temperature`, `hard`, `beta`, ...
 
     Example:
 
     >>> build_gumbel_vae((28, 28, 1), latent_dim=20, num_classes=10).decoder.input_shape
     (None, 200)
     """
-    likelihood = likelihoods_lib.get(likelihood, sigma=sigma)
-    encoder_fn, decoder_fn = networks.get(network)
-    return GumbelSoftmaxVAE(
-        encoder=encoder_fn(input_shape),
-        decoder=decoder_fn(
-            input_shape, latent_dim=latent_dim * num_classes, params_per_channel=likelihood.params_per_channel
-        ),
-        num_variables=latent_dim,
-        num_classes=num_classes,
-        likelihood=likelihood,
-        beta=beta,
-        free_bits=free_bits,
-        temperature=temperature,
-        hard=hard,
-        seed=seed,
-    )
+    return build(GumbelSoftmaxVAE, input_shape, **arguments)

@@ -33,8 +33,7 @@ import tensorflow_probability as tfp
 from keras import ops
 
 from keras_vae import latents, networks
-from keras_vae import likelihoods as likelihoods_lib
-from keras_vae.models.vae import VAE
+from keras_vae.models.vae import VAE, build
 from keras_vae.posteriors import DiagonalGaussian
 
 tfd = tfp.distributions
@@ -135,6 +134,13 @@ class HierarchicalVAE(VAE):
                 layer.build(shape)
         super().build(input_shape)
 
+    @classmethod
+    def networks_for(cls, input_shape, network, params_per_channel, latent_dim=20, top_latent_dim=None, **arguments):
+        """The networks of `network`; the decoder reads z1 of `latent_dim` numbers."""
+        top = top_latent_dim if top_latent_dim is not None else max(latent_dim // 2, 1)
+        return {**networks.encoder_and_decoder(network, input_shape, latent_dim, params_per_channel),
+                "latent_dims": (latent_dim, top), **arguments}
+
     # ------------------------------------------------------------ the contract
     def posterior_distribution(self, inputs, training: bool = False):
         """q(z2|x) q(z1|x, z2) as a `tfd.JointDistributionSequential` over `[z2, z1]`."""
@@ -171,45 +177,14 @@ class HierarchicalVAE(VAE):
         return (summary["mean"], summary["stddev"]), (summary["mean_z2"], summary["stddev_z2"])
 
 
-
-
-def build_hierarchical_vae(
-    input_shape,
-    network: str = "conv",
-    latent_dim: int = 20,
-    likelihood="optimal",
-    sigma: float | None = None,
-    beta: float = 1.0,
-    free_bits: float = 0.0,
-    seed: int | None = None,
-    top_latent_dim: int | None = None,
-    hidden_units: int = 256,
-) -> HierarchicalVAE:
-    """Builds a two-level `HierarchicalVAE` from a network name.
-
-    Args:
-        input_shape: Image shape `(height, width, channels)`.
-        network: `"conv"`, `"mlp"` or `"resnet"`. Defaults to `"conv"`.
-        latent_dim: Size of z1 (the level the decoder reads). Defaults to 20.
-        likelihood, sigma, beta, free_bits, seed: As in `build_vae`.
-        top_latent_dim: Size of z2. Defaults to `max(latent_dim // 2, 1)`.
-        hidden_units: Width of the top-down network. Defaults to 256.
+def build_hierarchical_vae(input_shape, **arguments) -> HierarchicalVAE:
+    """Builds a two-level `HierarchicalVAE` (see `keras_vae.models.vae.build`): `latent_dim` is the
+    size of z1 (default 20), `top_latent_dim` of z2 (default `max(latent_dim // 2, 1)`);
+    `hidden_units`, `beta`, ...
 
     Example:
 
     >>> build_hierarchical_vae((28, 28, 1), latent_dim=20).latent_dims
     (20, 10)
     """
-    likelihood = likelihoods_lib.get(likelihood, sigma=sigma)
-    encoder_fn, decoder_fn = networks.get(network)
-    top = top_latent_dim if top_latent_dim is not None else max(latent_dim // 2, 1)
-    return HierarchicalVAE(
-        encoder=encoder_fn(input_shape),
-        decoder=decoder_fn(input_shape, latent_dim=latent_dim, params_per_channel=likelihood.params_per_channel),
-        latent_dims=(latent_dim, top),
-        likelihood=likelihood,
-        beta=beta,
-        free_bits=free_bits,
-        hidden_units=hidden_units,
-        seed=seed,
-    )
+    return build(HierarchicalVAE, input_shape, **arguments)

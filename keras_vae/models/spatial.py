@@ -21,8 +21,7 @@ import tensorflow_probability as tfp
 from keras import layers, ops
 
 from keras_vae import latents
-from keras_vae import likelihoods as likelihoods_lib
-from keras_vae.models.vae import VAE
+from keras_vae.models.vae import VAE, build
 from keras_vae.networks import _check_image_shape, _crop_to
 
 tfd = tfp.distributions
@@ -242,6 +241,16 @@ class SpatialVAE(VAE):
             raise ValueError(f"The decoder takes inputs of shape {tuple(decoder_input_shape[1:])}, but the latent "
                              f"map is {self.latent_shape}.")
 
+    @classmethod
+    def networks_for(cls, input_shape, network, params_per_channel, latent_dim=4, downsampling=8, filters=32,
+                     **arguments):
+        """`spatial_encoder` / `spatial_decoder` (only `network="conv"`) for a map of `latent_dim` channels."""
+        if network != "conv":
+            raise ValueError(f"{cls.__name__} uses convolutional networks only. Received: network={network!r}")
+        return {"encoder": spatial_encoder(input_shape, downsampling, filters),
+                "decoder": spatial_decoder(input_shape, latent_dim, params_per_channel, downsampling, filters),
+                "latent_dim": latent_dim, **arguments}
+
     @property
     def latent_shape(self) -> tuple[int, int, int]:
         """The latent map `(h, w, latent_dim)`."""
@@ -252,46 +261,14 @@ class SpatialVAE(VAE):
         return latents.standard_normal(self.latent_shape)
 
 
-def build_spatial_vae(
-    input_shape,
-    network: str = "conv",
-    latent_dim: int = 4,
-    likelihood="optimal",
-    sigma: float | None = None,
-    beta: float = 1e-6,
-    free_bits: float = 0.0,
-    seed: int | None = None,
-    downsampling: int = 8,
-    filters: int = 32,
-) -> SpatialVAE:
-    """Builds a `SpatialVAE` with `spatial_encoder` / `spatial_decoder`.
-
-    Args:
-        input_shape: Image shape `(height, width, channels)`.
-        network: Only `"conv"` (accepted for a common builder signature).
-        latent_dim: Channels of the latent map. Defaults to 4.
-        likelihood: A `Likelihood` or a name. Defaults to `"optimal"`.
-        sigma: Fixed sigma of `"gaussian"`. Defaults to 1.0.
-        beta: KL weight. Defaults to 1e-6.
-        free_bits: Per-dimension KL floor. Defaults to 0.0.
-        seed: Sampling seed. Defaults to None.
-        downsampling: Power-of-two downsampling factor. Defaults to 8.
-        filters: Width of the first encoder layer. Defaults to 32.
+def build_spatial_vae(input_shape, **arguments) -> SpatialVAE:
+    """Builds a `SpatialVAE` (see `keras_vae.models.vae.build`) with `spatial_encoder` /
+    `spatial_decoder`: `latent_dim` latent channels (default 4), `downsampling` (default 8),
+    `filters` (default 32), `beta` (default 1e-6), ...
 
     Example:
 
     >>> build_spatial_vae((28, 28, 1)).latent_shape
     (4, 4, 4)
     """
-    if network != "conv":
-        raise ValueError(f"SpatialVAE uses convolutional networks only. Received: network={network!r}")
-    likelihood = likelihoods_lib.get(likelihood, sigma=sigma)
-    return SpatialVAE(
-        encoder=spatial_encoder(input_shape, downsampling, filters),
-        decoder=spatial_decoder(input_shape, latent_dim, likelihood.params_per_channel, downsampling, filters),
-        latent_dim=latent_dim,
-        likelihood=likelihood,
-        beta=beta,
-        free_bits=free_bits,
-        seed=seed,
-    )
+    return build(SpatialVAE, input_shape, **arguments)

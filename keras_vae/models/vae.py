@@ -165,8 +165,14 @@ class VAE(keras.Model):
             (`model.beta`) so callbacks can anneal it. Defaults to 1.0.
         free_bits: Per-dimension KL floor in nats (in the loss only).
             Defaults to 0.0.
-        posterior: The encoder head. Defaults to `DiagonalGaussian(latent_dim)`.
+        posterior: The encoder head. Defaults to `DiagonalGaussian(latent_dim)`
+            (`keras_vae.flows.IAFPosterior` for a flow posterior).
         seed: Seed for the sampling noise. Defaults to None.
+        prior: A prior layer of `keras_vae.priors` (`MixturePrior`,
+            `VampPrior`). Defaults to None: N(0, I).
+        sampler: A post-hoc sampler of `keras_vae.samplers`, which `sample`
+            (and the exported `sample`) draws z from instead of the prior
+            once fitted (`keras_vae.samplers.fit`). Defaults to None.
 
     Example:
 
@@ -196,6 +202,8 @@ class VAE(keras.Model):
         free_bits: float = 0.0,
         posterior: keras.layers.Layer | None = None,
         seed: int | None = None,
+        prior: keras.layers.Layer | None = None,
+        sampler: keras.layers.Layer | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -224,6 +232,10 @@ class VAE(keras.Model):
         )
         self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES + self.extra_metric_names}
         self.image_shape = self._check_networks()
+        self.prior, self.sampler = prior, sampler
+        for part in (prior, sampler):
+            if part is not None:
+                part.check(self.latent_shape, self.image_shape)
         self.build((None, *self.image_shape))
 
     # ----------------------------------------------------------------- build
@@ -310,8 +322,17 @@ class VAE(keras.Model):
         return self.posterior.distribution(self.encoder(inputs["x"], training=training))
 
     def prior_distribution(self, inputs=None, training: bool = False):
-        """p(z) = N(0, I) over `latent_shape` (no batch)."""
-        return latents.standard_normal(self.latent_shape)
+        """p(z) over `latent_shape` (no batch): the `prior` layer's distribution, N(0, I) without one."""
+        if self.prior is None:
+            return latents.standard_normal(self.latent_shape)
+        return self.prior.distribution(lambda images: self.posterior_distribution(images, training=training))
+
+    def sampling_distribution(self, inputs=None):
+        """What `sample`, the exported `sample` and evaluation's prior samples draw z from: the fitted
+        `sampler`'s distribution, else `prior_distribution(inputs)`."""
+        if self.sampler is None:
+            return self.prior_distribution(inputs)
+        return self.sampler.distribution()
 
     def likelihood_distribution(self, z, inputs, training: bool = False, fit_sigma: bool = False):
         """p(x|z): the likelihood layer's distribution of the decoder's parameters at `z`.
@@ -557,7 +578,7 @@ class VAE(keras.Model):
         _check_count(num_samples)
         inputs = self._conditions(conditions)
         noise = self.noise()
-        z = latents.draw(self.prior_distribution(inputs), noise, num_samples)
+        z = latents.draw(self.sampling_distribution(inputs), noise, num_samples)
         return self.decoded(self.decoder_latent(z), inputs, noise)[0]
 
     def reconstruct(self, x, *conditions):
@@ -659,6 +680,14 @@ class VAE(keras.Model):
         self._check_data(x, "x")
         return super().evaluate(x, y, *args, **kwargs)
 
+    @classmethod
+    def networks_for(cls, input_shape, network: str, params_per_channel: int, latent_dim: int = 20,
+                     **arguments) -> dict:
+        """The constructor arguments `build` makes: the networks of `network` for z of `latent_dim`
+        numbers and `params_per_channel` decoder outputs per channel, plus `arguments`."""
+        return {**networks.encoder_and_decoder(network, input_shape, latent_dim, params_per_channel),
+                "latent_dim": latent_dim, **arguments}
+
     # ------------------------------------------------------------ config
     # Constructor arguments whose value lives in an attribute of another name (see `config_value`).
     config_attributes = {"beta": "initial_beta"}
@@ -686,31 +715,42 @@ class VAE(keras.Model):
         return cls(**config)
 
 
-def build_vae(
-    input_shape,
-    network: str = "conv",
-    latent_dim: int = 20,
-    likelihood="optimal",
-    sigma: float | None = None,
-    beta: float = 1.0,
-    free_bits: float = 0.0,
-    seed: int | None = None,
-) -> VAE:
-    """Builds a `VAE` from a network name, sizing the decoder for the likelihood.
+def build(family: type[VAE], input_shape, network: str = "conv", likelihood="optimal", sigma: float | None = None,
+          **arguments) -> VAE:
+    """Builds a model of `family` from a network name, sizing the decoder for the likelihood.
 
     Args:
+        family: `VAE` or a subclass (its `networks_for` makes the networks).
         input_shape: Image shape `(height, width, channels)`.
-        network: `"conv"`, `"mlp"` or `"resnet"`. Defaults to `"conv"`.
-        latent_dim: Size of z. Defaults to 20.
-        likelihood: A `Likelihood` or a name for `likelihoods.get`.
-            Defaults to `"optimal"`.
+        network: A `keras_vae.networks` name (`"conv"`, `"mlp"`, `"resnet"`). Defaults to `"conv"`.
+        likelihood: A `Likelihood` or a name for `likelihoods.get`. Defaults to `"optimal"`.
         sigma: The fixed sigma when `likelihood="gaussian"`. Defaults to 1.0.
-        beta: KL weight. Defaults to 1.0.
-        free_bits: Per-dimension KL floor in nats. Defaults to 0.0.
-        seed: Sampling seed. Defaults to None.
+        **arguments: `latent_dim` (the family's latent size, see its `networks_for`), the
+            family's network options, and its constructor's arguments (`beta`,
+            `free_bits`, `seed`, ...), whose defaults are the constructor's.
 
     Returns:
-        A built `VAE`, ready to `compile`.
+        A built model, ready to `compile`.
+    """
+    likelihood = likelihoods_lib.get(likelihood, sigma=sigma)
+    return family(likelihood=likelihood,
+                  **family.networks_for(input_shape, network, likelihood.params_per_channel, **arguments))
+
+
+def default_argument(family: type[VAE], name: str):
+    """The default of constructor argument `name` of `family` (e.g. a spatial model's `beta`), or None.
+
+    Example:
+
+    >>> default_argument(VAE, "beta")
+    1.0
+    """
+    parameter = inspect.signature(family.__init__).parameters.get(name)
+    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+
+
+def build_vae(input_shape, **arguments) -> VAE:
+    """Builds a `VAE` (see `build`): `latent_dim` (default 20), `beta`, `free_bits`, `seed`.
 
     Example:
 
@@ -718,14 +758,4 @@ def build_vae(
     >>> vae.decoder.output_shape
     (None, 27, 27, 2)
     """
-    likelihood = likelihoods_lib.get(likelihood, sigma=sigma)
-    encoder_fn, decoder_fn = networks.get(network)
-    return VAE(
-        encoder=encoder_fn(input_shape),
-        decoder=decoder_fn(input_shape, latent_dim=latent_dim, params_per_channel=likelihood.params_per_channel),
-        latent_dim=latent_dim,
-        likelihood=likelihood,
-        beta=beta,
-        free_bits=free_bits,
-        seed=seed,
-    )
+    return build(VAE, input_shape, **arguments)

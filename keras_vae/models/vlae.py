@@ -23,9 +23,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_vae import likelihoods as likelihoods_lib
 from keras_vae import networks, pixelcnn
-from keras_vae.models.vae import VAE
+from keras_vae.models.vae import VAE, build
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -76,6 +75,16 @@ class VLAE(VAE):
                 f"{per_channel} parameters per channel: expected {expected}."
             )
         return image_shape
+
+    @classmethod
+    def networks_for(cls, input_shape, network, params_per_channel, latent_dim=20, receptive_field=5, kernel_size=3,
+                     filters=32, conditioning="spatial", **arguments):
+        """The encoder of `network` and a `keras_vae.pixelcnn.pixelcnn_decoder` with that view."""
+        decoder = pixelcnn.pixelcnn_decoder(input_shape, latent_dim=latent_dim, params_per_channel=params_per_channel,
+                                            filters=filters, receptive_field=receptive_field,
+                                            kernel_size=kernel_size, conditioning=conditioning)
+        return {"encoder": networks.get(network)[0](input_shape), "decoder": decoder, "latent_dim": latent_dim,
+                **arguments}
 
     @property
     def receptive_field(self) -> int:
@@ -138,39 +147,12 @@ class VLAE(VAE):
         return functions[greedy]
 
 
-def build_vlae(
-    input_shape,
-    latent_dim: int = 20,
-    likelihood="logistic_mixture",
-    receptive_field: int = 5,
-    kernel_size: int = 3,
-    filters: int = 32,
-    conditioning: str = "spatial",
-    encoder: str = "conv",
-    beta: float = 1.0,
-    free_bits: float = 0.0,
-    seed: int | None = None,
-) -> VLAE:
-    """Builds a `VLAE`: an encoder from `keras_vae.networks` and a `pixelcnn_decoder`.
-
-    Args:
-        input_shape: Image shape `(height, width, channels)`.
-        latent_dim: Size of z. Defaults to 20.
-        likelihood: A `Likelihood` or a name for `likelihoods.get`.
-            Defaults to `"logistic_mixture"`.
-        receptive_field: The decoder's view, `1 + layers * (kernel_size - 1)`,
-            at most the image size. Defaults to 5.
-        kernel_size: Odd side of the masked kernels. Defaults to 3.
-        filters: PixelCNN feature channels. Defaults to 32.
-        conditioning: `"spatial"` or `"broadcast"`. Defaults to `"spatial"`.
-        encoder: Encoder network name (`"conv"`, `"mlp"`, `"resnet"`).
-            Defaults to `"conv"`.
-        beta: KL weight. Defaults to 1.0.
-        free_bits: Per-dimension KL floor in nats. Defaults to 0.0.
-        seed: Sampling seed. Defaults to None.
-
-    Returns:
-        A built `VLAE`, ready to `compile`.
+def build_vlae(input_shape, likelihood="logistic_mixture", **arguments) -> VLAE:
+    """Builds a `VLAE` (see `keras_vae.models.vae.build`): an encoder of `keras_vae.networks`
+    (`network`, default `"conv"`) and a `pixelcnn_decoder` with `receptive_field` (default 5,
+    `1 + layers * (kernel_size - 1)`, at most the image size), `kernel_size` (default 3),
+    `filters` (default 32) and `conditioning` (`"spatial"` or `"broadcast"`); `latent_dim`
+    (default 20), `beta`, `free_bits`, `seed`. The likelihood defaults to `"logistic_mixture"`.
 
     Example:
 
@@ -178,22 +160,4 @@ def build_vlae(
     >>> vlae.receptive_field, vlae.decoder.output_shape
     (5, (None, 28, 28, 15))
     """
-    likelihood = likelihoods_lib.get(likelihood)
-    encoder_fn, _ = networks.get(encoder)
-    return VLAE(
-        encoder=encoder_fn(input_shape),
-        decoder=pixelcnn.pixelcnn_decoder(
-            input_shape,
-            latent_dim=latent_dim,
-            params_per_channel=likelihood.params_per_channel,
-            filters=filters,
-            receptive_field=receptive_field,
-            kernel_size=kernel_size,
-            conditioning=conditioning,
-        ),
-        latent_dim=latent_dim,
-        likelihood=likelihood,
-        beta=beta,
-        free_bits=free_bits,
-        seed=seed,
-    )
+    return build(VLAE, input_shape, likelihood=likelihood, **arguments)

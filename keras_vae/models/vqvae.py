@@ -40,9 +40,9 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from keras import ops
 
-from keras_vae import likelihoods as likelihoods_lib
 from keras_vae.layers import cross_replica_sum
-from keras_vae.models.spatial import SpatialVAE, spatial_decoder, spatial_encoder
+from keras_vae.models.spatial import SpatialVAE
+from keras_vae.models.vae import build
 from keras_vae.noise import gumbel
 from keras_vae.pixelcnn import MaskedConv2D
 
@@ -420,6 +420,16 @@ class VQVAE(SpatialVAE):
             encoder, decoder, embedding_dim, likelihood, beta, 0.0, posterior=quantizer, seed=seed, **kwargs
         )
 
+    @classmethod
+    def networks_for(cls, input_shape, network, params_per_channel, latent_dim=16, downsampling=4, filters=32,
+                     free_bits=0.0, **arguments):
+        """The spatial networks for codes of `latent_dim` numbers (`free_bits` must be 0: no continuous KL)."""
+        if free_bits:
+            raise ValueError(f"VQVAE has no continuous KL to floor. Received: free_bits={free_bits}")
+        spatial = super().networks_for(input_shape, network, params_per_channel, latent_dim, downsampling, filters)
+        spatial["embedding_dim"] = spatial.pop("latent_dim")
+        return {**spatial, **arguments}
+
     @property
     def quantizer(self) -> VectorQuantizer:
         return self.posterior
@@ -498,53 +508,14 @@ class VQVAE(SpatialVAE):
         return CodePrior(self).draw_indices(self.noise(), num_samples)
 
 
-
-
-def build_vqvae(
-    input_shape,
-    network: str = "conv",
-    latent_dim: int = 16,
-    likelihood="optimal",
-    sigma: float | None = None,
-    beta: float = 1.0,
-    free_bits: float = 0.0,
-    seed: int | None = None,
-    num_codes: int = 64,
-    downsampling: int = 4,
-    filters: int = 32,
-    **kwargs,
-) -> VQVAE:
-    """Builds a `VQVAE` with `spatial_encoder` / `spatial_decoder`.
-
-    Args:
-        input_shape: Image shape `(height, width, channels)`.
-        network: Only `"conv"` (accepted for a common builder signature).
-        latent_dim: Code size D. Defaults to 16.
-        likelihood, sigma, seed: As in `build_vae`.
-        beta: Weight of the prior NLL. Defaults to 1.0.
-        free_bits: Must be 0 (no continuous KL to floor).
-        num_codes: Codebook size K. Defaults to 64.
-        downsampling: Power-of-two downsampling to the code map. Defaults to 4 (7x7 for MNIST).
-        filters: Width of the first encoder layer. Defaults to 32.
-        **kwargs: Further `VQVAE` arguments (`ema`, `commitment_weight`, ...).
+def build_vqvae(input_shape, **arguments) -> VQVAE:
+    """Builds a `VQVAE` (see `keras_vae.models.vae.build`) with `spatial_encoder` / `spatial_decoder`:
+    codes of `latent_dim` numbers (default 16), `num_codes` (default 64), `downsampling` (default 4,
+    7x7 codes for MNIST), `filters` (default 32), `ema`, `commitment_weight`, ...
 
     Example:
 
     >>> build_vqvae((28, 28, 1)).latent_shape
     (7, 7, 16)
     """
-    if network != "conv":
-        raise ValueError(f"VQVAE uses convolutional networks only. Received: network={network!r}")
-    if free_bits:
-        raise ValueError(f"VQVAE has no continuous KL to floor. Received: free_bits={free_bits}")
-    likelihood = likelihoods_lib.get(likelihood, sigma=sigma)
-    return VQVAE(
-        encoder=spatial_encoder(input_shape, downsampling, filters),
-        decoder=spatial_decoder(input_shape, latent_dim, likelihood.params_per_channel, downsampling, filters),
-        num_codes=num_codes,
-        embedding_dim=latent_dim,
-        likelihood=likelihood,
-        beta=beta,
-        seed=seed,
-        **kwargs,
-    )
+    return build(VQVAE, input_shape, **arguments)
