@@ -21,6 +21,10 @@ from keras_vae.likelihoods import Bernoulli, Gaussian  # noqa: E402
 from keras_vae.models import VAE, build_vae  # noqa: E402
 from keras_vae.models import VQVAE, ConditionalVAE, GumbelSoftmaxVAE, HierarchicalVAE, SpatialVAE  # noqa: E402
 from keras_vae.posteriors import DiagonalGaussian, WhitenedGaussian  # noqa: E402
+from keras_vae import flows, priors, samplers  # noqa: E402
+from keras_vae.flows import IAFPosterior  # noqa: E402
+from keras_vae.priors import MixturePrior, StandardNormal, VampPrior  # noqa: E402
+from keras_vae.samplers import GaussianMixtureSampler, TwoStageSampler  # noqa: E402
 from keras_vae import pixelcnn  # noqa: E402
 from keras_vae.likelihoods import Categorical256, DiscretizedLogisticMixture  # noqa: E402
 from keras_vae.models import VLAE, build_vlae  # noqa: E402
@@ -43,6 +47,12 @@ __all__ = [
     "Categorical256",
     "DiscretizedLogisticMixture",
     "DiagonalGaussian",
+    "GaussianMixtureSampler",
+    "IAFPosterior",
+    "MixturePrior",
+    "StandardNormal",
+    "TwoStageSampler",
+    "VampPrior",
     "Gaussian",
     "OptimalSigma",
     "SoftClip",
@@ -58,6 +68,7 @@ __all__ = [
     "evaluation",
     "export",
     "feature_model",
+    "flows",
     "latent_centering",
     "latent_whitening",
     "latents",
@@ -68,4 +79,6 @@ __all__ = [
     "objectives",
     "pixelcnn",
     "posteriors",
+    "priors",
+    "samplers",
 ]

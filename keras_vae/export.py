@@ -14,7 +14,8 @@ after their first input):
   correlated posterior, `indices` for a VQ code map, `mean_z2, stddev_z2`
   for the upper level of a two-level model).
 - `sample(num_samples: (1,) int32) -> {images}`: decoder means at
-  `num_samples[0]` fresh draws z ~ p(z).
+  `num_samples[0]` fresh draws z ~ `model.sampling_distribution()` (the
+  prior p(z), or a fitted post-hoc sampler's distribution).
 - `reconstruct(x) -> {mean}`: the decoder mean at the posterior's mode.
 - `elbo(x) -> {elbo}`: a one-sample ELBO estimate of each image in nats,
   with the model's running (calibrated) sigma, so scores do not depend on
@@ -96,6 +97,9 @@ def check_exportable(model, allow_untrained: bool = False) -> VAE:
             f"The VAE's likelihood has sigma={model.likelihood.sigma!r} but has never been trained, so it "
             "has no calibrated (running-average) sigma to export. Train it with model.fit first."
         )
+    sampler = getattr(model, "sampler", None)
+    if sampler is not None:
+        sampler.check_fitted()
     optimizer = getattr(model, "optimizer", None)
     if not allow_untrained and (optimizer is None or int(optimizer.iterations.numpy()) == 0):
         raise ValueError(
@@ -201,7 +205,7 @@ def signature_functions(model: VAE, decoder: keras.Model | None = None,
 
     def sample(num_samples, inputs):
         source = noise()
-        z = latents.draw(model.prior_distribution(inputs), source, _num_samples(num_samples))
+        z = latents.draw(model.sampling_distribution(inputs), source, _num_samples(num_samples))
         return {"images": model.decoded(model.decoder_latent(z), inputs, source)[0]}
 
     def reconstruct(x, inputs):

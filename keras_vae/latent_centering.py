@@ -76,7 +76,7 @@ def check_supported(model, heads: tuple[type, ...] = (DiagonalGaussian,)) -> ker
         TypeError: If `model` is not a plain `VAE` with one of `heads`.
         ValueError: If z does not feed exactly one Dense layer with a bias.
     """
-    if not isinstance(model, VAE) or not uses_plain_latent(model):
+    if not isinstance(model, VAE) or not uses_plain_latent(model) or model.prior is not None:
         raise TypeError(
             "Expected a plain keras_vae.VAE, with the plain latent: q(z|x) from the head on the encoder features, "
             "p(z) = N(0, I), and a decoder of z alone (the base class's hooks; not a conditional, Gumbel-softmax, "

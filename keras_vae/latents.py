@@ -10,7 +10,11 @@ family of their own:
   a Gumbel-max one-hot draw for categoricals, the point of a point mass, a
   walk down a `tfd.JointDistributionSequential` (each level drawn given the
   ones above), or the distribution's own `draw(noise, num_samples)` method
-  (our distributions, e.g. the VQ-VAE's code prior).
+  (our distributions, e.g. the VQ-VAE's code prior); a mixture
+  (`tfd.MixtureSameFamily`) draws a Gumbel-max component and that
+  component's draw, a flow (`tfd.TransformedDistribution`) its bijector at
+  its base's draw (TFP's bijector cache then gives `log_prob` at that draw
+  without inverting the flow).
 - `mode(d)`: the point a deterministic reconstruction decodes.
 - `log_prob(d, z)`: the log density, also of a joint's list of levels.
 - `kl_per_dimension(q, p, z)`: KL(q || p) per latent dimension, summing to
@@ -101,6 +105,16 @@ def draw(d, noise: Noise, num_samples=None):
     if isinstance(inner, tfd.Deterministic):
         loc = inner.loc
         return loc if num_samples is None else tf.repeat(loc[None], num_samples, axis=0)
+    if isinstance(inner, tfd.MixtureSameFamily):
+        components = draw(inner.components_distribution, noise, num_samples)  # (..., K, *event)
+        logits = inner.mixture_distribution.logits_parameter()
+        event_rank = len(inner.event_shape)
+        scores = logits + gumbel(noise, tf.shape(components)[: tf.rank(components) - event_rank])
+        chosen = tf.one_hot(tf.argmax(scores, axis=-1), tf.shape(logits)[-1], dtype=components.dtype)
+        return tf.reduce_sum(tf.reshape(chosen, tf.concat([tf.shape(chosen), [1] * event_rank], 0)) * components,
+                             axis=-1 - event_rank)
+    if _is_flow(inner):
+        return inner.bijector.forward(draw(inner.distribution, noise, num_samples))
     raise TypeError(f"keras_vae.latents cannot draw from a {type(d).__name__} with noise passed in; give it a "
                     "`draw(noise, num_samples)` method.")
 
@@ -130,6 +144,8 @@ def mode(d):
         return tf.one_hot(tf.argmax(logits, axis=-1), tf.shape(logits)[-1], dtype=tf.float32)
     if isinstance(inner, tfd.Deterministic):
         return inner.loc
+    if _is_flow(inner):
+        return inner.bijector.forward(mode(inner.distribution))
     return d.mean()
 
 
@@ -144,6 +160,8 @@ def moments(d) -> tuple:
     if isinstance(inner, tfd.MultivariateNormalTriL):
         # Marginal stddevs by summing squares, not `diag_part`: TFLite has no MatrixDiagPart op.
         return inner.loc, tf.sqrt(tf.reduce_sum(tf.square(inner.scale.to_dense()), axis=-1))
+    if _is_flow(inner):  # no closed form: the flow of the base's mode, and the base's stddev
+        return mode(inner), moments(inner.distribution)[1]
     return d.mean(), d.stddev()
 
 
@@ -234,6 +252,14 @@ def kl_per_dimension(q, p, z=None):
         return tfd.kl_divergence(q, p)[:, None]
     except NotImplementedError:  # no closed form: the one-sample Monte Carlo estimate at the step's draw
         return (log_prob(q, z) - log_prob(p, z))[:, None]
+
+
+def _is_flow(d) -> bool:
+    """A flow of a base distribution: a `tfd.TransformedDistribution` (which TFP may build as its
+    non-composite base class, hence the duck test) that is not one of TFP's Gaussians."""
+    return (isinstance(getattr(d, "bijector", None), tfp.bijectors.Bijector)
+            and isinstance(getattr(d, "distribution", None), tfd.Distribution)
+            and not isinstance(d, tfd.MultivariateNormalLinearOperator))
 
 
 def _diagonal_gaussian(d) -> bool:
