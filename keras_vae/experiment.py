@@ -31,79 +31,10 @@ from keras_vae import (
     plots,
 )
 from keras_vae.models.vae import VAE
+from keras_vae.run_config import LATENT_ALIGNMENTS, RunConfig  # noqa: F401 - experiment.RunConfig is public
 
 RUN_FILES = ("model.keras", "metrics.json", "samples.png", "reconstructions.png")
 BACKUP_SETTINGS = "run_config.json"  # in the backup folder: the settings of the run it can resume
-
-
-@dataclasses.dataclass
-class RunConfig:
-    """Everything that defines a training run (the CLI flags).
-
-    Args:
-        dataset: `"mnist"`, `"tfds:NAME"`, a `.npz` file or an image folder.
-        model: A name from `keras_vae.models.NAMES` (`"vae"`, `"hierarchical"`,
-            `"vqvae"`, `"gumbel"`, `"conditional"`, `"spatial"`).
-        likelihood: A name from `keras_vae.likelihoods.NAMES`.
-        sigma: Fixed sigma of the `"gaussian"` likelihood.
-        network: `"conv"`, `"mlp"`, `"resnet"`, or `"pixelcnn"` (a `VLAE`:
-            conv encoder, PixelCNN decoder; `--model=vae` only).
-        latent_dim: Size of z.
-        beta: KL weight (BS-VAE: `optimal_per_image` with beta).
-        free_bits: Per-dimension KL floor in nats.
-        kl_warmup_steps: Linear KL warm-up from 0 to `beta` (0: none).
-        batch_size: Images per step.
-        epochs: Passes over the train split.
-        learning_rate: Adam learning rate.
-        seed: Seed for weights, shuffling and sampling.
-        test_fraction: Test share for datasets without a test split.
-        out: Output folder.
-        overwrite: Replace a model already in `out`.
-        distribute: `"none"`, `"mirrored"` or `"multiworker"` (see
-            `keras_vae.distribute`).
-        mixed_precision: `"none"`, `"mixed_float16"` or `"mixed_bfloat16"`.
-        jit_compile: XLA for the train step; None lets Keras choose ("auto":
-            off on CPU, where it is slower).
-        receptive_field: The PixelCNN decoder's view when `network="pixelcnn"`.
-        align_latents: The exact latent-space step after training, which
-            raises the ELBO, leaves reconstructions unchanged and makes prior
-            samples land on the codes of real images: `"whiten"` fits the prior
-            to the Gaussian of the codes of the train split
-            (`keras_vae.latent_whitening`), `"center"` only moves its mean
-            (`keras_vae.latent_centering`), `"none"` skips it. Plain VAEs
-            only; the other families and the PixelCNN decoder skip it.
-        data_dependent_start: Start a learned or per-pixel sigma at the RMSE
-            of the first batch's untrained reconstruction (`keras_vae.calibration`).
-        refit_sigma: After training, refit an optimal sigma's running MSE on
-            the train split at the final weights (`calibration.refit_sigma`).
-    """
-
-    dataset: str = "mnist"
-    model: str = "vae"
-    likelihood: str = "optimal"
-    sigma: float = 1.0
-    network: str = "conv"
-    latent_dim: int = 20
-    beta: float = 1.0
-    free_bits: float = 0.0
-    kl_warmup_steps: int = 0
-    batch_size: int = 128
-    epochs: int = 10
-    learning_rate: float = 1e-3
-    seed: int = 0
-    test_fraction: float = 0.1
-    out: str = "runs/demo"
-    overwrite: bool = False
-    distribute: str = "none"
-    mixed_precision: str = "none"
-    jit_compile: bool | None = None
-    receptive_field: int = 5
-    align_latents: str = "whiten"
-    data_dependent_start: bool = True
-    refit_sigma: bool = True
-
-
-LATENT_ALIGNMENTS = ("whiten", "center", "none")
 
 
 def align_latents(model, x_train: np.ndarray, mode: str) -> float | None:

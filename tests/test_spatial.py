@@ -103,7 +103,7 @@ def parsed_train_flags():
 
 def test_cli_uses_the_spatial_default_beta_unless_given(parsed_train_flags, monkeypatch):
     configs = []
-    monkeypatch.setattr(train_command.experiment, "train", lambda config: configs.append(config) or (None, {
+    monkeypatch.setattr("keras_vae.experiment.train", lambda config, **kwargs: configs.append(config) or (None, {
         "test_elbo": 0.0, "test_mse": 0.0, "sigma": 1.0, "images_per_second": 1.0}))
     for args, beta in [(["--model=spatial"], 1e-6), (["--model=spatial", "--beta=1.0"], 1.0),
                        (["--model=vae"], 1.0), (["--model=vae", "--beta=0.5"], 0.5)]:

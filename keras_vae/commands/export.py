@@ -14,35 +14,27 @@ from pathlib import Path
 
 from absl import flags
 
-from keras_vae import export
+SIGNATURES = ("decode", "encode", "sample", "reconstruct", "elbo")  # keras_vae.export.SIGNATURES (test_help checks)
 
 flags.DEFINE_string("model", None, "A trained VAE saved as .keras (e.g. runs/demo/model.keras).")
 flags.DEFINE_string("out", "serving", "TF Serving base folder; the SavedModel goes to OUT/NAME/VERSION.")
 flags.DEFINE_string("name", "vae", "Model name: the folder under --out and TF Serving's model name.")
 flags.DEFINE_integer("version", 1, "Version folder (a positive integer).", lower_bound=1)
 flags.DEFINE_bool("tflite", False, "Also write OUT/NAME_VERSION.tflite for LiteRT (builtin ops only).")
-flags.DEFINE_list("tflite_signatures", ["decode"], f"Signatures in the .tflite file, from {list(export.SIGNATURES)}.")
+flags.DEFINE_list("tflite_signatures", ["decode"], f"Signatures in the .tflite file, from {list(SIGNATURES)}.")
 flags.DEFINE_enum("quantize", "none", ["none", "float16", "dynamic"], "TFLite weight quantization.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing version folder / .tflite file.")
+flags.DEFINE_integer("max_batch", 1024, "Largest batch (and num_samples) every signature accepts; larger requests "
+                     "fail with a clear error instead of exhausting the server's memory.", lower_bound=1)
 
 FLAGS = flags.FLAGS
 
 
 def load_vae(path):
-    """Loads a `.keras` VAE with safe_mode on; a clear error for a missing or foreign file."""
-    import keras
+    """Loads a `.keras` VAE with safe_mode on; one line naming the file if it is missing, broken or foreign."""
+    from keras_vae import files
 
-    from keras_vae.models.vae import VAE
-
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise ValueError(f"Expected a .keras file. Received: --model={path}")
-    if not path.is_file():
-        raise FileNotFoundError(f"No model file at --model={path}")
-    model = keras.models.load_model(path, safe_mode=True)
-    if not isinstance(model, VAE):
-        raise ValueError(f"{path} holds a {type(model).__name__}, not a keras_vae.VAE.")  # noqa: TRY004 - a bad --model value
-    return model
+    return files.load_vae(path, "--model")
 
 
 def main(argv: list[str]) -> None:
@@ -50,11 +42,28 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"Unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.model:
         raise ValueError("--model is required (a trained .keras file).")
+    from keras_vae import export
+
     model = load_vae(FLAGS.model)
     quantize = None if FLAGS.quantize == "none" else FLAGS.quantize
-    folder = export.saved_model(model, FLAGS.out, name=FLAGS.name, version=FLAGS.version, overwrite=FLAGS.overwrite)
-    print(f"SavedModel ({', '.join(export.signature_names(model))}; serving_default = decode) -> {folder}")
+    # Everything is checked before anything is written; the .tflite file (the step that can refuse a
+    # signature) is written first, and removed again if the SavedModel then fails.
+    export.check_exportable(model)
+    folder = export.check_saved_model_target(FLAGS.out, FLAGS.name, FLAGS.version, FLAGS.overwrite)
+    path = Path(FLAGS.out) / f"{FLAGS.name}_{FLAGS.version}.tflite"
+    new_tflite = FLAGS.tflite and not path.exists()
     if FLAGS.tflite:
-        path = Path(FLAGS.out) / f"{FLAGS.name}_{FLAGS.version}.tflite"
-        export.tflite(model, path, signatures=FLAGS.tflite_signatures, quantize=quantize, overwrite=FLAGS.overwrite)
+        export.check_tflite_target(model, path, FLAGS.tflite_signatures, quantize, FLAGS.overwrite)
+        export.tflite(model, path, signatures=FLAGS.tflite_signatures, quantize=quantize, overwrite=FLAGS.overwrite,
+                      max_batch=FLAGS.max_batch)
+    try:
+        export.saved_model(model, FLAGS.out, name=FLAGS.name, version=FLAGS.version, overwrite=FLAGS.overwrite,
+                           max_batch=FLAGS.max_batch)
+    except BaseException:
+        if new_tflite:
+            path.unlink(missing_ok=True)
+        raise
+    print(f"SavedModel ({', '.join(export.signature_names(model))}; serving_default = decode; "
+          f"max_batch={FLAGS.max_batch}) -> {folder}")
+    if FLAGS.tflite:
         print(f"TFLite ({', '.join(FLAGS.tflite_signatures)}; quantize={quantize}) -> {path}")
