@@ -2,14 +2,12 @@
 
 The conv decoder ends in a stride-1 transposed convolution from 32 channels
 to the image's single channel. TensorFlow computes it as the input gradient
-of a convolution, which oneDNN runs at about a tenth of the speed of the
-other layers on CPU: it was 10% of a float32 training step while holding
-0.4% of the FLOPs (`benchmarks/results/profile_layers.md`). With stride 1 and
-"same" padding, each filter of the same linear map is a depthwise convolution
-with the flipped kernel, summed over channels, and its gradients are the two
-convolutions TensorFlow would run anyway; computed that way the layer trains
-2.3-2.9x faster with one or two filters (two: a per-pixel sigma), 1.5x with
-three (RGB). Weights, config and outputs are those of `Conv2DTranspose`.
+of a convolution, which oneDNN runs slowly on CPU
+(`benchmarks/results/profile_layers.md`). With stride 1 and "same" padding,
+each filter of the same linear map is a depthwise convolution with the
+flipped kernel, summed over channels, and its gradients are the two
+convolutions TensorFlow would run anyway. Weights, config and outputs are
+those of `Conv2DTranspose`.
 """
 
 from __future__ import annotations

@@ -14,15 +14,10 @@ posterior head's mean and adds `m @ kernel` to the bias of the decoder's first
 Dense layer. The model keeps its architecture and its N(0, I) prior, and every
 reconstruction is unchanged.
 
-Why it matters: with a calibrated decoder the effective KL weight is tiny
-(beta = 2 sigma**2, about 0.015 at sigma = 0.085), so the gradient that would pull
-the aggregate posterior's mean to 0 is tiny too, and after training it sits up
-to one prior standard deviation away in some dimensions. That costs 0.5-1.5 nats
-of ELBO but moves many draws z ~ N(0, I) off the codes of real images: on the
-embedded MNIST (conv net, 10 epochs) centring took the FID of prior samples of
-an optimal-sigma VAE from 261 to 86, and of a learned-sigma VAE from 144 to 76
-(`benchmarks/results/paper_table.md`). `keras_vae.latent_whitening` goes on to
-fit the covariance too, and `train` uses it by default.
+With a calibrated decoder the effective KL weight is small (beta = 2 sigma**2),
+so little pulls the aggregate posterior's mean to 0 during training (its effect
+on prior samples: `benchmarks/results/paper_table.md`).
+`keras_vae.latent_whitening` fits the covariance too.
 
 Example:
 

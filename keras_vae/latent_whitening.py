@@ -15,14 +15,9 @@ Gaussian prior with the highest mean ELBO over the data. The ELBO rises by
 exactly KL(N(m, C) || N(0, I)) nats per image. Centring is the special case
 C = I, which gains |m|**2 / 2.
 
-Why it matters: a calibrated decoder spends its rate on tight posteriors
-(scales of 0.03-0.05), so the codes of real images fill an anisotropic,
-correlated region (eigenvalues of C from 0.2 to 2.8 on MNIST) and many draws
-z ~ N(0, I) decode to non-digits. Sampling N(m, C) instead lands in that
-region. On the embedded MNIST (conv net, 10 epochs), whitening took the FID of
-prior samples from 261 to 47 for an optimal-sigma VAE (centring alone: 86)
-and from 144 to 47 for a learned sigma (centring: 76)
-(`benchmarks/results/paper_table.md`).
+A calibrated decoder spends its rate on tight posteriors, so the codes of
+real images fill an anisotropic, correlated region that draws z ~ N(0, I)
+often miss; sampling N(m, C) lands in it (`benchmarks/results/paper_table.md`).
 
 Sampling and export do not change: prior samples are still decoder(z') with
 z' ~ N(0, I). The posterior is no longer diagonal. `encode` returns its mean

@@ -435,7 +435,7 @@ class VQVAE(SpatialVAE):
         return self.posterior
 
     def build(self, input_shape):
-        if not hasattr(self, "prior"):
+        if getattr(self, "prior", None) is None:  # the base class sets no prior layer for a VQVAE
             # The PixelCNN masks of keras_vae.pixelcnn, over one "colour" (the code) per position.
             layers = [MaskedConv2D(self.prior_filters, 5, "A", name="prior_masked_a"), keras.layers.ReLU()]
             for i in range(1, self.prior_layers):
