@@ -23,6 +23,12 @@ after their first input):
   model trains with.
 - whatever `model.extra_signatures` adds (the VQ-VAE's `decode_indices`).
 
+Every signature checks its inputs in the graph, so TF Serving answers a bad
+request with a clear `InvalidArgumentError` instead of garbage or an abort:
+the shape (any batch), a batch (or `num_samples`) of 1 to `max_batch`
+(default `MAX_BATCH`, 1024; an export option), finite latents, and images
+finite and in [0, 1] (`keras_vae.models.vae.checked_pixels`).
+
 Random draws come from `keras_vae.noise.FreshNoise` (the ops of
 `tf.random.normal` / `tf.random.uniform` with seeds (0, 0)): fresh on every
 call, and TFLite builtins.
@@ -57,14 +63,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import latents
-from keras_vae.models.vae import VAE
+from keras_vae import files, latents
+from keras_vae.models.vae import VAE, checked_pixels
 from keras_vae.noise import FreshNoise, Noise
 from keras_vae.serving_decoder import serving_decoder
 
 # The signatures every model exports (`extra_signatures` may add more).
 SIGNATURES = ("decode", "encode", "sample", "reconstruct", "elbo")
 QUANTIZATIONS = (None, "float16", "dynamic")
+# The largest batch (and `num_samples`) a signature accepts by default: a conv decoder's activations for 1024
+# images take ~0.2 GB; 100,000 rows made TF Serving abort (std::bad_alloc) instead of answering with an error.
+MAX_BATCH = 1024
 _COUNT = tf.TensorSpec((1,), tf.int32, name="num_samples")
 
 
@@ -124,9 +133,45 @@ def _check_name(name) -> str:
     return name
 
 
+def _check_max_batch(max_batch) -> int:
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise ValueError(f"Expected max_batch to be a positive integer. Received: max_batch={max_batch!r}")
+    return max_batch
+
+
+def check_saved_model_target(base_dir, name: str = "vae", version: int = 1, overwrite: bool = False) -> Path:
+    """The version folder `saved_model` would write, checked before any work; stale partial folders removed.
+
+    Returns:
+        `Path(base_dir) / name / str(version)`.
+
+    Raises:
+        ValueError: For a bad name or version.
+        NotADirectoryError: If `base_dir` or `base_dir/name` is a file.
+        FileExistsError: If the version folder exists and not `overwrite`.
+
+    Example:
+
+    >>> check_saved_model_target("serving", "vae", 2).as_posix()
+    'serving/vae/2'
+    """
+    version, name = _check_version(version), _check_name(name)
+    parent = Path(base_dir) / name
+    for folder in (Path(base_dir), parent):
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"{folder} is a file, not a folder: choose another base folder (--out).")
+    target = parent / str(version)
+    files.remove_partials(parent, str(version))  # what an export killed mid-write left
+    if target.exists() and not overwrite:
+        raise FileExistsError(
+            f"{target} already exists; refusing to overwrite it. Use another version or overwrite=True (--overwrite)."
+        )
+    return target
+
+
 # -------------------------------------------------------------- signatures
-def _checked(tensor, spec: tf.TensorSpec):
-    """Adds an in-graph check that `tensor` has the shape of `spec` (any batch).
+def _checked(tensor, spec: tf.TensorSpec, max_batch: int | None = None):
+    """Adds an in-graph check that `tensor` has the shape of `spec` (any batch, 1 to `max_batch` when given).
 
     Python callers of a loaded signature get it from TensorFlow already; TF
     Serving feeds tensors straight into the graph, so this check is what
@@ -143,22 +188,43 @@ def _checked(tensor, spec: tf.TensorSpec):
         tf.logical_and(same_rank, same_dims),
         [f"Expected {spec.name} of shape {shown}. Received shape:", shape],
     )
+    checks = [check]
+    if max_batch is not None and expected and expected[0] == -1:
+        with tf.control_dependencies([check]):
+            checks.append(tf.debugging.Assert(
+                tf.logical_and(padded[0] >= 1, padded[0] <= max_batch),
+                [f"Expected {spec.name} with a batch of 1 to {max_batch} (max_batch of the export). Received batch:",
+                 padded[0]],
+            ))
+    with tf.control_dependencies(checks):
+        return tf.identity(tensor)
+
+
+def _finite(tensor, name: str):
+    """Adds an in-graph check that every value of `tensor` is finite."""
+    finite = tf.math.is_finite(tensor)
+    check = tf.debugging.Assert(tf.reduce_all(finite), [
+        f"Expected finite values of {name}. Non-finite values received:",
+        tf.reduce_sum(tf.cast(tf.logical_not(finite), tf.int32)),
+    ])
     with tf.control_dependencies([check]):
         return tf.identity(tensor)
 
 
-def _num_samples(num_samples):
-    """The `n` of a `num_samples = [n]` input, checked in-graph (shape `(1,)`, n >= 1)."""
+def _num_samples(num_samples, max_batch: int = MAX_BATCH):
+    """The `n` of a `num_samples = [n]` input, checked in-graph (shape `(1,)`, 1 <= n <= max_batch)."""
     num_samples = _checked(num_samples, _COUNT)
     positive = tf.debugging.Assert(
-        num_samples[0] > 0, ["Expected num_samples to be [n] with n >= 1. Received:", num_samples]
+        tf.logical_and(num_samples[0] > 0, num_samples[0] <= max_batch),
+        [f"Expected num_samples to be [n] with n >= 1 and n <= {max_batch} (max_batch of the export). Received:",
+         num_samples],
     )
     with tf.control_dependencies([positive]):
         return tf.identity(num_samples[0])
 
 
 def signature_functions(model: VAE, decoder: keras.Model | None = None,
-                        noise: Callable[[], Noise] = FreshNoise) -> dict[str, tuple]:
+                        noise: Callable[[], Noise] = FreshNoise, max_batch: int = MAX_BATCH) -> dict[str, tuple]:
     """The exported functions of any `VAE`: `{name: (fn, input_signature)}`, `decode` first.
 
     Each function checks its input shapes in-graph, runs the model's
@@ -171,8 +237,17 @@ def signature_functions(model: VAE, decoder: keras.Model | None = None,
         noise: A function returning the `Noise` of one call. Defaults to
             `FreshNoise` (new draws every call); a `SeededNoise` maker gives
             reproducible graphs (not TFLite: stateless ops).
+        max_batch: The largest batch (and `num_samples`) accepted. Defaults
+            to `MAX_BATCH`.
     """
     decoder = serving_decoder(model.decoder) if decoder is None else decoder
+    max_batch = _check_max_batch(max_batch)
+
+    def checked(tensor, spec):
+        return _checked(tensor, spec, max_batch)
+
+    def checked_images(x):
+        return checked_pixels(checked(x, image_spec))
     image_spec, *_ = model.input_specs().values()
     conditions = model.condition_specs()
     names = list(conditions)
@@ -188,7 +263,7 @@ def signature_functions(model: VAE, decoder: keras.Model | None = None,
     def served(body, first_spec: tf.TensorSpec):
         def run(first_value, *condition_values):
             values = zip(names, condition_values, strict=True)
-            inputs = {name: _checked(value, conditions[name]) for name, value in values}
+            inputs = {name: checked(value, conditions[name]) for name, value in values}
             return body(first_value, inputs)
 
         return with_serving_decoder(run), [first_spec, *conditions.values()]
@@ -198,23 +273,23 @@ def signature_functions(model: VAE, decoder: keras.Model | None = None,
         return model.likelihood.served_outputs(mean, stddev)
 
     def decode(z, inputs):
-        return decoded_outputs(_checked(z, model.latent_spec()), inputs)
+        return decoded_outputs(_finite(checked(z, model.latent_spec()), "z"), inputs)
 
     def encode(x, inputs):
-        return latents.summary(model.posterior_distribution({"x": _checked(x, image_spec), **inputs}))
+        return latents.summary(model.posterior_distribution({"x": checked_images(x), **inputs}))
 
     def sample(num_samples, inputs):
         source = noise()
-        z = latents.draw(model.sampling_distribution(inputs), source, _num_samples(num_samples))
+        z = latents.draw(model.sampling_distribution(inputs), source, _num_samples(num_samples, max_batch))
         return {"images": model.decoded(model.decoder_latent(z), inputs, source)[0]}
 
     def reconstruct(x, inputs):
-        inputs = {"x": _checked(x, image_spec), **inputs}
+        inputs = {"x": checked_images(x), **inputs}
         z = model.decoder_latent(latents.mode(model.posterior_distribution(inputs)))
         return {"mean": model.decoded(z, inputs, noise(), greedy=True)[0]}
 
     def elbo(x, inputs):
-        inputs = {"x": _checked(x, image_spec), **inputs}
+        inputs = {"x": checked_images(x), **inputs}
         return {"elbo": model.compute_terms(inputs, noise(), fit_sigma=False)["elbo_per_image"]}
 
     functions = {
@@ -224,7 +299,7 @@ def signature_functions(model: VAE, decoder: keras.Model | None = None,
         "reconstruct": served(reconstruct, image_spec),
         "elbo": served(elbo, image_spec),
     }
-    for name, (fn, specs) in model.extra_signatures(decoded_outputs, _checked).items():
+    for name, (fn, specs) in model.extra_signatures(decoded_outputs, checked).items():
         functions[name] = (with_serving_decoder(fn), specs)
     return functions
 
@@ -241,12 +316,13 @@ def signature_names(model: VAE) -> tuple[str, ...]:
     return tuple(signature_functions(model))
 
 
-def _archive(model: VAE, signatures=None, noise: Callable[[], Noise] = FreshNoise) -> keras.export.ExportArchive:
+def _archive(model: VAE, signatures=None, noise: Callable[[], Noise] = FreshNoise,
+             max_batch: int = MAX_BATCH) -> keras.export.ExportArchive:
     # Nothing is `track`ed by hand: `add_endpoint` keeps exactly the variables
     # the signatures use, so the original transposed-convolution kernels (the
     # serving decoder replaces them) are not stored twice.
     archive = keras.export.ExportArchive()
-    functions = signature_functions(model, noise=noise)
+    functions = signature_functions(model, noise=noise, max_batch=max_batch)
     for name in functions if signatures is None else signatures:  # the first is also `serving_default`
         fn, input_signature = functions[name]
         archive.add_endpoint(name, fn, input_signature=input_signature)
@@ -274,12 +350,13 @@ def saved_model(
     overwrite: bool = False,
     allow_untrained: bool = False,
     noise: Callable[[], Noise] = FreshNoise,
+    max_batch: int = MAX_BATCH,
 ) -> Path:
     """Writes `model` as a SavedModel in the TF Serving layout `base_dir/name/version`.
 
     The export is written to a hidden temporary folder beside the target and
     renamed into place, so a crash never leaves half an export where TF
-    Serving would load it.
+    Serving would load it (the next export removes what a killed one left).
 
     Args:
         model: A trained `keras_vae.VAE` or latent-family model (module docstring).
@@ -291,6 +368,9 @@ def saved_model(
             hand). Defaults to False: `check_exportable`.
         noise: The noise of each call (see `signature_functions`). Defaults
             to `FreshNoise`.
+        max_batch: The largest batch (and `num_samples`) every signature
+            accepts; larger requests fail with an `InvalidArgumentError`.
+            Defaults to `MAX_BATCH` (1024).
 
     Returns:
         The version folder, `Path(base_dir) / name / str(version)`.
@@ -308,17 +388,13 @@ def saved_model(
     ('digits', '2')
     """
     check_exportable(model, allow_untrained)
-    version, name = _check_version(version), _check_name(name)
-    parent = Path(base_dir) / name
-    target = parent / str(version)
-    if target.exists() and not overwrite:
-        raise FileExistsError(
-            f"{target} already exists; refusing to overwrite it. Use another version or overwrite=True."
-        )
+    max_batch = _check_max_batch(max_batch)
+    target = check_saved_model_target(base_dir, name, version, overwrite)
+    parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}{files.PARTIAL}", dir=parent))
     try:
-        _archive(model, noise=noise).write_out(str(staging), verbose=False)
+        _archive(model, noise=noise, max_batch=max_batch).write_out(str(staging), verbose=False)
         _replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -347,6 +423,7 @@ def tflite(
     quantize: str | None = None,
     overwrite: bool = False,
     allow_untrained: bool = False,
+    max_batch: int = MAX_BATCH,
 ) -> Path:
     """Converts signatures of `model` to a `.tflite` file with builtin ops only.
 
@@ -364,6 +441,8 @@ def tflite(
         overwrite: Replace an existing file. Defaults to False.
         allow_untrained: Export a model that was never fitted (weights set by
             hand). Defaults to False: `check_exportable`.
+        max_batch: As in `saved_model` (the converter drops the in-graph
+            checks; `litert_runner` checks inputs). Defaults to `MAX_BATCH`.
 
     Returns:
         The path written.
@@ -385,23 +464,43 @@ def tflite(
     '.tflite'
     """
     check_exportable(model, allow_untrained)
+    path, signatures = check_tflite_target(model, path, signatures, quantize, overwrite)
+    with tempfile.TemporaryDirectory(prefix="keras_vae_tflite_") as folder:
+        _archive(model, signatures, max_batch=_check_max_batch(max_batch)).write_out(folder, verbose=False)
+        flatbuffer = _convert(folder, signatures, quantize)
+    with files.atomic_path(path) as staging:
+        staging.write_bytes(flatbuffer)
+    return path
+
+
+def check_tflite_target(model: VAE, path, signatures=("decode",), quantize: str | None = None,
+                        overwrite: bool = False) -> tuple[Path, tuple[str, ...]]:
+    """Checks the arguments of `tflite` before any work; removes what a killed write of `path` left.
+
+    Returns:
+        `(Path(path), signatures)` with `signatures` as a tuple.
+
+    Raises:
+        ValueError: For unknown or repeated signatures, a bad `quantize`, or
+            a path that does not end in `.tflite`.
+        FileExistsError: If `path` exists and not `overwrite`.
+        NotADirectoryError: If a parent of `path` is a file.
+    """
     signatures = _check_signatures(signatures, signature_names(model))
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"Expected quantize in {QUANTIZATIONS}. Received: quantize={quantize!r}")
     path = Path(path)
+    if path.suffix != ".tflite":
+        raise ValueError(f"Expected a path ending in .tflite. Received: {path}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected a .tflite file path.")
+    parent = next((folder for folder in path.parents if folder.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise NotADirectoryError(f"{parent} is a file, so {path} cannot be written there.")
+    files.remove_partials(path.parent, path.stem)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; refusing to overwrite it. Pass overwrite=True.")
-    with tempfile.TemporaryDirectory(prefix="keras_vae_tflite_") as folder:
-        _archive(model, signatures).write_out(folder, verbose=False)
-        flatbuffer = _convert(folder, signatures, quantize)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        staging.write_bytes(flatbuffer)
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
-    return path
+        raise FileExistsError(f"{path} already exists; refusing to overwrite it. Pass overwrite=True (--overwrite).")
+    return path, signatures
 
 
 def _converter(saved_model_dir: str, signatures, quantize):
@@ -446,18 +545,24 @@ def _flex_ops(message: str) -> list[str]:
 
 
 # ------------------------------------------------------------------ LiteRT
-def litert_runner(path, signature: str = "decode", num_threads: int | None = None):
+def litert_runner(path, signature: str = "decode", num_threads: int | None = None, max_batch: int = MAX_BATCH):
     """Loads one signature of a `.tflite` file with LiteRT, with input checks.
 
-    The raw LiteRT signature runner resizes its inputs to whatever it is
-    given, so a wrong shape can run and return garbage (a `(1, 3)` z for a
-    2-d latent is read as a `(1, 2)` one plus junk). The returned callable
-    checks every input's shape (any batch) and dtype first.
+    The TFLite converter drops the SavedModel's in-graph checks, and the raw
+    LiteRT signature runner resizes its inputs to whatever it is given: a
+    wrong shape either runs and returns garbage (a `(1, 3)` z for a 2-d
+    latent is read as a `(1, 2)` one plus junk) or fails inside the XNNPACK
+    delegate ("failed to reshape runtime node"), an error that names no
+    input and repeats on later calls of that interpreter; an empty batch or
+    NaN pixels run silently. The returned callable checks every input's shape
+    (any batch of 1 to `max_batch`), dtype and finiteness first, and names
+    the expected shape.
 
     Args:
         path: A `.tflite` file written by `tflite`.
         signature: The signature to run. Defaults to `"decode"`.
         num_threads: CPU threads for LiteRT. Defaults to LiteRT's choice.
+        max_batch: The largest batch accepted. Defaults to `MAX_BATCH`.
 
     Returns:
         A function `run(**inputs) -> dict` of NumPy outputs, e.g.
@@ -466,7 +571,8 @@ def litert_runner(path, signature: str = "decode", num_threads: int | None = Non
     Raises:
         FileNotFoundError: If `path` does not exist.
         ValueError: If the file has no such signature; when called, if an
-            input is missing, unexpected or of the wrong shape or dtype.
+            input is missing, unexpected, of the wrong shape or dtype, of an
+            empty or too large batch, or not finite.
 
     Example:
 
@@ -479,6 +585,7 @@ def litert_runner(path, signature: str = "decode", num_threads: int | None = Non
     """
     from ai_edge_litert.interpreter import Interpreter  # the optional [tflite] extra
 
+    max_batch = _check_max_batch(max_batch)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No TFLite file at {path}.")
@@ -501,9 +608,15 @@ def litert_runner(path, signature: str = "decode", num_threads: int | None = Non
             shown = "(" + ", ".join("batch" if dim == -1 else str(dim) for dim in expected) + ")"
             if value.ndim != len(expected) or any(e not in (-1, v) for e, v in zip(expected, value.shape, strict=True)):
                 raise ValueError(f"Expected {name} of shape {shown}. Received: {name}.shape={value.shape}")
+            if expected and expected[0] == -1 and not 1 <= value.shape[0] <= max_batch:
+                raise ValueError(f"Expected {name} of shape {shown} with a batch of 1 to {max_batch}. "
+                                 f"Received: {name}.shape={value.shape}")
             dtype = np.dtype(detail["dtype"])
             if value.dtype != dtype and not np.can_cast(value.dtype, dtype, casting="same_kind"):
                 raise ValueError(f"Expected {name} of dtype {dtype.name}. Received: {value.dtype.name}")
+            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                raise ValueError(f"Expected finite values of {name}. Received {int((~np.isfinite(value)).sum())} "
+                                 "NaN or inf value(s).")
             arrays[name] = value.astype(dtype, copy=False)
         return runner(**arrays)
 
