@@ -10,11 +10,16 @@ Sources:
   Split: the first 9,000 images in file order are `"train"`, the last 1,000
   `"test"`, so numbers compare across tools.
 - `"tfds:NAME"`: a tensorflow-datasets dataset (its `image` feature).
-- `"path/to/file.npz"`: key `x` (and optionally `x_test`, `y`, `y_test`).
+- `"sprites"` (or `"sprites:SIZE"`, e.g. `"sprites:32"`): 10,000 dSprites-style
+  images, SIZE x SIZE (64 by default), a seeded subset of every combination
+  of the five factors (`keras_vae.sprites`); labels are the shape (0-2).
+- `"path/to/file.npz"`: key `x` (and optionally `x_test`, `y`, `y_test`, and
+  integer factor labels `factors` (N, K), `factors_test`, `factor_names`).
 - `"path/to/folder/"`: PNG/JPEG files of one size, in sorted name order.
 
 Without an explicit test set, the last `test_fraction` of the images (in
-order) is the test split.
+order) is the test split; `factors(name, split)` gives the factor labels of
+a split, row for row.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import tensorflow as tf
 SPLITS = ("train", "test", "all")
 MNIST_DIR = Path(__file__).parent / "data" / "mnist"
 MNIST_TRAIN_SIZE = 9000
+SPRITES_IMAGES = 10_000  # the "sprites" source: a seeded subset (seed 0) of the 737,280 combinations
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -319,11 +325,99 @@ def _tfds_split(name: str, split: str, test_fraction: float):
     return dataset
 
 
+def sprites(num_images: int | None = None, image_size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """dSprites-style images and their factor indices: every combination, or a seeded subset.
+
+    `keras_vae.sprites.sprites`: shape, scale, orientation, x and y
+    (`keras_vae.sprites.FACTOR_NAMES`), white on black, float32 in [0, 1].
+
+    Example:
+
+    >>> x, factors = sprites(num_images=2, image_size=32)
+    >>> x.shape, factors.shape
+    ((2, 32, 32, 1), (2, 5))
+    """
+    from keras_vae import sprites as sprites_lib
+
+    return sprites_lib.sprites(num_images, image_size, seed)
+
+
+def _sprites_size(name: str) -> int | None:
+    """The image size of a `"sprites"` / `"sprites:SIZE"` source name, None for other names."""
+    if name != "sprites" and not name.startswith("sprites:"):
+        return None
+    size = name.partition(":")[2] or "64"
+    if not size.isdigit() or int(size) < 1:
+        raise ValueError(f"Expected --dataset=sprites or sprites:SIZE with a positive integer SIZE. Received {name!r}.")
+    return int(size)
+
+
+def _sprites_factors(split: str, test_fraction: float) -> np.ndarray:
+    from keras_vae import sprites as sprites_lib
+
+    factors = sprites_lib.subset_factors(SPRITES_IMAGES, seed=0)
+    return _split((factors,), split, _train_size(len(factors), test_fraction, "sprites"))[0]
+
+
+def _npz_factors(path: Path, split: str, test_fraction: float):
+    """`(factors, names)` of a `.npz` split, None where it has none; checked against the images."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in ("x", "x_test", "factors", "factors_test", "factor_names")
+                  if key in archive}
+    if "factors" not in arrays:
+        return None
+    from keras_vae.disentanglement import check_factors
+
+    factors = check_factors(arrays["factors"], len(arrays["x"]), name=f"factors in {path}")
+    names = [str(n) for n in arrays.get("factor_names", [f"factor_{k}" for k in range(factors.shape[1])])]
+    if len(names) != factors.shape[1]:
+        raise ValueError(f"{path}: factor_names has {len(names)} names for {factors.shape[1]} factors.")
+    if "x_test" not in arrays:
+        return _split((factors,), split, _train_size(len(factors), test_fraction, path))[0], names
+    if "factors_test" not in arrays:
+        return (factors, names) if split == "train" else None
+    test = check_factors(arrays["factors_test"], len(arrays["x_test"]), name=f"factors_test in {path}")
+    if test.shape[1] != factors.shape[1]:
+        raise ValueError(f"{path}: factors has {factors.shape[1]} factors but factors_test {test.shape[1]}.")
+    return {"train": factors, "test": test, "all": np.concatenate([factors, test])}[split], names
+
+
+def factors(name: str, split: str = "train", test_fraction: float = 0.1):
+    """The integer factor labels of a dataset split, one row per image of `load_arrays(name, split)`.
+
+    Args:
+        name: A `load_arrays` source; `"sprites"` and `.npz` files with a
+            `factors` array have factors.
+        split: `"train"`, `"test"` or `"all"`. Defaults to `"train"`.
+        test_fraction: As in `load_arrays`. Defaults to 0.1.
+
+    Returns:
+        `(factors, factor_names)`: `(N, K)` int64 and K names; None when the
+        split has no factor labels.
+
+    Example:
+
+    >>> labels, names = factors("sprites", "test")
+    >>> labels.shape, names
+    ((1000, 5), ['shape', 'scale', 'orientation', 'x', 'y'])
+    """
+    _check_split(split, test_fraction)
+    if _sprites_size(name) is not None:
+        from keras_vae import sprites as sprites_lib
+
+        return _sprites_factors(split, test_fraction), list(sprites_lib.FACTOR_NAMES)
+    path = Path(os.path.expanduser(name))
+    if path.suffix == ".npz" and path.is_file():
+        _check_npz_headers(path)
+        return _npz_factors(path, split, test_fraction)
+    return None
+
+
 def load_arrays(name: str, split: str = "train", test_fraction: float = 0.1, with_labels: bool = False):
     """Loads a dataset as float32 numpy images `(N, H, W, C)` in [0, 1].
 
     Args:
-        name: `"mnist"`, `"tfds:NAME"`, a `.npz` file or a folder of images.
+        name: `"mnist"`, `"sprites[:SIZE]"`, `"tfds:NAME"`, a `.npz` file or a folder of images.
         split: `"train"`, `"test"` or `"all"`. Defaults to `"train"`.
         test_fraction: Test share for sources without a test set (file order:
             the last images). Defaults to 0.1. MNIST always splits 9,000/1,000.
@@ -342,6 +436,11 @@ def load_arrays(name: str, split: str = "train", test_fraction: float = 0.1, wit
     _check_split(split, test_fraction)
     if name == "mnist":
         x, y = _load_mnist(split)
+    elif _sprites_size(name) is not None:
+        from keras_vae import sprites as sprites_lib
+
+        labels = _sprites_factors(split, test_fraction)
+        x, y = sprites_lib.render(labels, _sprites_size(name)), labels[:, 0]
     elif name.startswith("tfds:"):
         tfds = _import_tfds(name[5:])
         examples = list(tfds.as_numpy(_tfds_split(name[5:], split, test_fraction)))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_vae import sprites
+from keras_vae import data, sprites
 
 BASE = np.array([2, 3, 1, 10, 20])  # a heart, mid scale, rotated by 9 degrees, left of centre, low
 
@@ -84,3 +84,41 @@ def test_bad_input():
         sprites.render(np.zeros((1, 5), "int64"), image_size=0)
     with pytest.raises(ValueError, match="num_images <= 737280"):
         sprites.subset_factors(10**6)
+
+
+def test_sprites_source_splits_images_with_their_factors():
+    x, y = data.load_arrays("sprites:16", "test", with_labels=True)
+    labels, names = data.factors("sprites:16", "test")
+    assert x.shape == (1000, 16, 16, 1) and labels.shape == (1000, 5) and names == list(sprites.FACTOR_NAMES)
+    np.testing.assert_array_equal(x, sprites.render(labels, 16))
+    np.testing.assert_array_equal(y, labels[:, 0])  # labels: the shape
+    train, _ = data.factors("sprites", "train")
+    assert len(train) == 9000 and not {tuple(r) for r in train.tolist()} & {tuple(r) for r in labels.tolist()}
+    with pytest.raises(ValueError, match="sprites:SIZE with a positive integer SIZE"):
+        data.load_arrays("sprites:big")
+    assert data.factors("mnist", "test") is None
+
+
+def test_npz_factors_follow_their_images_through_the_split(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, size=(20, 2))
+    x = (labels[:, :1, None, None] * np.ones((20, 1, 3, 3)) / 4).astype("float32")  # each image shows factor 0
+    np.savez(tmp_path / "plain.npz", x=x, factors=labels, factor_names=np.array(["size", "hue"]))
+    for split in ("train", "test", "all"):
+        images = data.load_arrays(str(tmp_path / "plain.npz"), split, test_fraction=0.25)
+        rows, names = data.factors(str(tmp_path / "plain.npz"), split, test_fraction=0.25)
+        assert names == ["size", "hue"] and len(rows) == len(images)
+        np.testing.assert_allclose(images[:, 0, 0, 0], rows[:, 0] / 4)
+    np.savez(tmp_path / "split.npz", x=x, x_test=x[:5], factors=labels, factors_test=labels[:5])
+    rows, names = data.factors(str(tmp_path / "split.npz"), "test")
+    np.testing.assert_array_equal(rows, labels[:5])
+    assert names == ["factor_0", "factor_1"] and len(data.factors(str(tmp_path / "split.npz"), "all")[0]) == 25
+    np.savez(tmp_path / "bad.npz", x=x, factors=labels[:19])
+    with pytest.raises(ValueError, match=r"one row of factors in .*bad.npz per image: 20 images, 19 rows"):
+        data.factors(str(tmp_path / "bad.npz"))
+    np.savez(tmp_path / "float.npz", x=x, factors=labels * 0.5)
+    with pytest.raises(ValueError, match="Expected integer factor labels; factors in .*float.npz has dtype float64"):
+        data.factors(str(tmp_path / "float.npz"))
+    np.savez(tmp_path / "names.npz", x=x, factors=labels, factor_names=np.array(["size"]))
+    with pytest.raises(ValueError, match="names.npz: factor_names has 1 names for 2 factors"):
+        data.factors(str(tmp_path / "names.npz"))
