@@ -75,11 +75,13 @@ class CollapseMonitor(keras.callbacks.Callback):
         stats = evaluation.posterior_statistics(self.model, self.data, collapse_nats=self.collapse_nats)
         fraction = stats["collapsed_units"] / stats["latent_dim"]
         summary = {
-            "posterior_active_units": float(stats["active_units"]),
+            "posterior_active_units": stats["active_units"],
             "posterior_collapsed_fraction": fraction,
             "posterior_mutual_information": stats["mutual_information"],
             "posterior_marginal_kl": stats["marginal_kl"],
         }
+        # Families without a Gaussian posterior get the reason instead of a number: not a log entry.
+        summary = {name: float(value) for name, value in summary.items() if not isinstance(value, str)}
         if logs is not None:
             logs.update(summary)
         self.history.append({"epoch": epoch, **stats})

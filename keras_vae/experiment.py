@@ -29,6 +29,7 @@ from keras_vae import (
     models,
     networks,
     plots,
+    run_record,
 )
 from keras_vae.models.vae import VAE
 from keras_vae.run_config import LATENT_ALIGNMENTS, RunConfig  # noqa: F401 - experiment.RunConfig is public
@@ -327,6 +328,9 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         timer,
         nan_stop,
         keras.callbacks.BackupAndRestore(str(backup)),
+        # After the timer: validation on the test split, TensorBoard under OUT/tensorboard, history.csv.
+        *(run_record.callbacks(out, backup, x_test, y_test, model, config.batch_size, config.seed)
+          if _is_chief(strategy) else []),
         *callbacks,
     ]
     if config.kl_warmup_steps > 0:
@@ -361,8 +365,8 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         latent_alignment_nats=alignment_gain,
         train_images=len(x_train),
         test_images=len(x_test),
-        flags=dataclasses.asdict(config),
     )
+    metrics.update(run_record.describe(metrics, config, model, alignment_gain))  # flags that applied, units, versions
     if not _is_chief(strategy):
         return model, metrics
     model.save(out / "model.keras")
