@@ -36,6 +36,8 @@ if not _COMMAND_LINE:
     from keras_vae import pixelcnn  # noqa: E402
     from keras_vae.likelihoods import Categorical256, DiscretizedLogisticMixture  # noqa: E402
     from keras_vae.models import VLAE, build_vlae  # noqa: E402
+    from keras_vae import video  # noqa: E402
+    from keras_vae.models import SequenceVAE, build_sequence_vae  # noqa: E402
     from keras_vae import export  # noqa: E402  (after models: it imports them)
     from keras_vae import evaluation, feature_model, latent_centering, latent_whitening  # noqa: E402
     from keras_vae import calibration, callbacks  # noqa: E402  (after latent_centering and latent_whitening: it imports them)
@@ -49,6 +51,7 @@ __all__ = [
     "ConditionalVAE",
     "GumbelSoftmaxVAE",
     "HierarchicalVAE",
+    "SequenceVAE",
     "NarrowConv2DTranspose",
     "SpatialVAE",
     "Bernoulli",
@@ -66,6 +69,7 @@ __all__ = [
     "SoftClip",
     "WhitenedGaussian",
     "annealing",
+    "build_sequence_vae",
     "build_vae",
     "build_vlae",
     "calibration",
@@ -89,4 +93,5 @@ __all__ = [
     "posteriors",
     "priors",
     "samplers",
+    "video",
 ]

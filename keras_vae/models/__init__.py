@@ -3,6 +3,7 @@
 from keras_vae.models.conditional import ConditionalVAE, build_conditional_vae
 from keras_vae.models.gumbel import GumbelSoftmaxVAE, build_gumbel_vae
 from keras_vae.models.hierarchical import HierarchicalVAE, build_hierarchical_vae
+from keras_vae.models.sequence import SequenceVAE, build_sequence_vae
 from keras_vae.models.spatial import SpatialVAE, build_spatial_vae
 from keras_vae.models.vae import VAE, build, build_vae, default_argument
 from keras_vae.models.vlae import VLAE, build_vlae
@@ -17,6 +18,7 @@ BUILDERS = {
     "gumbel": build_gumbel_vae,
     "conditional": build_conditional_vae,
     "spatial": build_spatial_vae,
+    "sequence": build_sequence_vae,
 }
 NAMES = tuple(BUILDERS)
 # `--model` names -> the family each builder builds (its constructor holds the defaults, e.g. of beta).
@@ -27,6 +29,7 @@ FAMILIES = {
     "gumbel": GumbelSoftmaxVAE,
     "conditional": ConditionalVAE,
     "spatial": SpatialVAE,
+    "sequence": SequenceVAE,
 }
 
 
@@ -67,10 +70,12 @@ __all__ = [
     "ConditionalVAE",
     "GumbelSoftmaxVAE",
     "HierarchicalVAE",
+    "SequenceVAE",
     "SpatialVAE",
     "build_conditional_vae",
     "build_gumbel_vae",
     "build_hierarchical_vae",
+    "build_sequence_vae",
     "build_spatial_vae",
     "build_vae",
     "build_vlae",

@@ -40,8 +40,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from keras import ops
 
-from keras_vae import likelihoods as likelihoods_lib
-from keras_vae.models.vae import VAE, _check_count, checked_pixels
+from keras_vae.models.vae import VAE, _check_count, build, checked_pixels
 from keras_vae.noise import FreshNoise, Noise
 from keras_vae.video import validate_videos
 
@@ -309,6 +308,17 @@ class SequenceVAE(VAE):
             raise ValueError(f"The frame decoder takes inputs {[tuple(s[1:]) for s in shapes]}, but the frame encoder "
                              f"gives h of size {self.feature_dim} and skips {encoder_skips}: expected "
                              f"{[(self.feature_dim,), *encoder_skips]}.")
+
+    @classmethod
+    def networks_for(cls, input_shape, network: str, params_per_channel: int, latent_dim: int = 10,
+                     filters: int = 32, feature_dim: int = 128, **arguments) -> dict:
+        """The constructor arguments `build` makes: `frame_encoder` and `frame_decoder` (`network` must be
+        `"conv"`), plus `arguments`."""
+        if network != "conv":
+            raise ValueError(f"SequenceVAE uses the 'conv' frame networks. Received: network={network!r}")
+        return {"encoder": frame_encoder(input_shape, filters, feature_dim),
+                "decoder": frame_decoder(input_shape, filters, feature_dim, params_per_channel),
+                "latent_dim": latent_dim, **arguments}
 
     # ------------------------------------------------------------ specs
     @property
@@ -590,47 +600,14 @@ class SequenceVAE(VAE):
         return super().sample(num_samples, context)
 
 
-def build_sequence_vae(
-    input_shape,
-    network: str = "conv",
-    latent_dim: int = 10,
-    likelihood="optimal",
-    sigma: float | None = None,
-    beta: float = 1.0,
-    free_bits: float = 0.0,
-    seed: int | None = None,
-    context_frames: int = 5,
-    future_frames: int = 10,
-    filters: int = 32,
-    feature_dim: int = 128,
-    hidden_units: int = 128,
-) -> SequenceVAE:
-    """Builds a `SequenceVAE` (SVG-LP) for frames of `input_shape`.
-
-    Args:
-        input_shape: Frame shape `(H, W, C)`, H and W divisible by 8.
-        network: `"conv"` (the DCGAN-style `frame_encoder` / `frame_decoder`).
-        latent_dim, likelihood, sigma, beta, free_bits, seed: As in `build_vae`.
-        context_frames, future_frames, hidden_units: As in `SequenceVAE`.
-        filters, feature_dim: Of `frame_encoder` / `frame_decoder`.
+def build_sequence_vae(input_shape, **arguments) -> SequenceVAE:
+    """Builds a `SequenceVAE` (SVG-LP) for frames of `input_shape` (see `keras_vae.models.vae.build`):
+    `latent_dim` (default 10), `filters` (32), `feature_dim` (128) of the frame networks, and the
+    constructor's `context_frames`, `future_frames`, `hidden_units`, `beta`, `free_bits`, `seed`.
 
     Example:
 
-    >>> build_sequence_vae((32, 32, 1)).latent_shape
+    >>> build_sequence_vae((32, 32, 1), likelihood="learned").latent_shape
     (None, 10)
     """
-    if network != "conv":
-        raise ValueError(f"SequenceVAE uses the 'conv' frame networks. Received: network={network!r}")
-    likelihood = likelihoods_lib.get(likelihood, sigma=sigma)
-    return SequenceVAE(
-        frame_encoder(input_shape, filters, feature_dim),
-        frame_decoder(input_shape, filters, feature_dim, likelihood.params_per_channel),
-        latent_dim=latent_dim,
-        context_frames=context_frames,
-        future_frames=future_frames,
-        hidden_units=hidden_units,
-        likelihood=likelihood,
-        beta=beta,
-        free_bits=free_bits,
-        seed=seed,
-    )
+    return build(SequenceVAE, input_shape, **arguments)
