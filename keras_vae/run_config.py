@@ -21,7 +21,7 @@ from typing import Any
 # The names the flags accept. tests/test_run_config.py checks each against the library's own list
 # (`keras_vae.models.NAMES`, `likelihoods.NAMES`, `networks.NAMES`, `distribute.STRATEGIES`, `.PRECISIONS`),
 # which need TensorFlow to import.
-MODEL_NAMES = ("vae", "hierarchical", "vqvae", "gumbel", "conditional", "spatial")
+MODEL_NAMES = ("vae", "hierarchical", "vqvae", "gumbel", "conditional", "spatial", "sequence")
 LIKELIHOOD_NAMES = ("bernoulli", "gaussian", "learned", "optimal", "optimal_per_image", "optimal_per_channel",
                     "per_pixel", "categorical", "logistic_mixture")
 NETWORK_NAMES = ("conv", "mlp", "resnet", "pixelcnn")

@@ -71,9 +71,10 @@ def test_help_after_other_flags_and_bad_flags(tmp_path):
 
 
 def test_flag_choices_are_the_library_names():
-    assert run_config.MODEL_NAMES == models.NAMES
-    assert run_config.LIKELIHOOD_NAMES == likelihoods.NAMES
-    assert run_config.NETWORK_NAMES == (*networks.NAMES, "pixelcnn")
+    # A new model, likelihood or network name also goes into keras_vae/run_config.py (TF-free, for --help).
+    assert run_config.MODEL_NAMES == models.NAMES, "update run_config.MODEL_NAMES"
+    assert run_config.LIKELIHOOD_NAMES == likelihoods.NAMES, "update run_config.LIKELIHOOD_NAMES"
+    assert run_config.NETWORK_NAMES == (*networks.NAMES, "pixelcnn"), "update run_config.NETWORK_NAMES"
     assert run_config.STRATEGIES == distribute.STRATEGIES
     assert run_config.PRECISIONS == distribute.PRECISIONS
     # Read as text: importing a second command module here would define its flags twice in absl.
