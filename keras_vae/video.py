@@ -10,8 +10,8 @@ A video batch is `(N, T, H, W, C)`. Sources (`load_videos`):
   [0, 1] (optionally `x_test`; otherwise the last `test_fraction` of the
   videos is the test split).
 - `"tfds:NAME"`: a tensorflow-datasets video dataset (its `video` feature,
-  or `image_main` for `bair_robot_pushing_small`, or the first feature of
-  rank 4).
+  `image_main` for `bair_robot_pushing_small`, `image_sequence` for
+  `moving_mnist`, or the first feature of rank 4).
 
 Metrics follow SVG's protocol: for each test video, N sampled futures and
 the best SSIM (`tf.image.ssim`) and PSNR (`tf.image.psnr`) of each frame
@@ -178,14 +178,31 @@ def moving_mnist(
 # ---------------------------------------------------------------- loading
 def is_video_source(name: str) -> bool:
     """Whether `name` is a video source: `"moving_mnist"`, a `.npz` whose `x` has rank 5, or
-    `"tfds:NAME"` of a dataset with a video feature (only `moving_mnist` and `.npz` are checked here)."""
+    `"tfds:NAME"` of a dataset with a feature of rank 4 (frames, height, width, channels)."""
     if name == MOVING_MNIST:
         return True
+    if name.startswith("tfds:"):
+        import tensorflow_datasets as tfds
+
+        try:
+            shapes = tfds.builder(name[5:]).info.features.shape
+        except Exception:  # an unknown name: not a video source here; the image loader will say why
+            return False
+        return any(isinstance(shape, tuple) and len(shape) == 4 for shape in _leaf_shapes(shapes))
     path = Path(os.path.expanduser(name))
     if path.suffix == ".npz" and path.is_file():
         with np.load(path) as archive:
             return "x" in archive and archive["x"].ndim == 5
     return False
+
+
+def _leaf_shapes(shapes):
+    """The shape tuples of a tfds `features.shape` (a shape, or a dict of them, nested)."""
+    if isinstance(shapes, dict):
+        for value in shapes.values():
+            yield from _leaf_shapes(value)
+    else:
+        yield shapes
 
 
 def _tfds_videos(name: str, split: str, test_fraction: float) -> np.ndarray:
@@ -204,7 +221,8 @@ def _tfds_videos(name: str, split: str, test_fraction: float) -> np.ndarray:
     spec = dataset.element_spec
     ranked = [key for key, value in spec.items() if getattr(value, "shape", None) is not None
               and value.shape.rank == 4]
-    feature = next((key for key in ("video", "image_main") if key in ranked), ranked[0] if ranked else None)
+    preferred = ("video", "image_main", "image_sequence")
+    feature = next((key for key in preferred if key in ranked), ranked[0] if ranked else None)
     if feature is None:
         raise ValueError(f"tfds dataset {name!r} has no video feature of rank 4 (features: {list(spec)}).")
     videos = [example[feature] for example in tfds.as_numpy(dataset)]

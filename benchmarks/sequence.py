@@ -1,0 +1,215 @@
+"""Issue 16: SVG-LP with a calibrated decoder on Stochastic Moving MNIST (the sigma-VAE paper's video experiment).
+
+Every row trains the same `SequenceVAE` (same networks, data, seed, optimizer and number of steps) on
+SM-MNIST made from the embedded MNIST train digits, conditioning on `--context` frames and predicting
+`--future`; only the likelihood differs:
+
+- (a) Gaussian, sigma = 1;
+- (b) fixed sigma at SVG's tuned KL weight beta = 1e-4 on a per-pixel MSE (2 sigma**2 = beta * pixels
+  per frame) and at the other `--betas`;
+- (c) a learned shared sigma; (d) the optimal sigma (the MSE of the batch's predicted frames).
+
+All rows train at beta = 1 (the fixed sigmas carry (b)'s weights). Columns, on `--test_sequences` SM-MNIST
+videos of the 1,000 test digits: the test ELBO in nats per predicted frame (one posterior draw; the served
+model, so optimal sigma uses its running sigma), SVG's best-of-N SSIM and PSNR (`keras_vae.video.best_of_n_metrics`:
+for each video, N futures from the learned prior, the best value per frame) averaged over the predicted
+frames, the KL per predicted frame, and training speed (videos/s and frames/s, after the first 10 steps).
+
+    nice -n 10 .venv/bin/python benchmarks/sequence.py                    # the defaults below
+    nice -n 10 .venv/bin/python benchmarks/sequence.py --frame_size=64 --steps=20000 --samples=100
+
+Writes `benchmarks/results/sequence.md` and `.json` (`--out` to change the name).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+import keras_vae as kv  # noqa: E402
+from keras_vae import video  # noqa: E402
+from keras_vae.noise import SeededNoise  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+flags.DEFINE_list("rows", ["a", "b", "c", "d"], "Rows: a (sigma 1), b (fixed sigmas of --betas), c (learned), "
+                  "d (optimal).")
+flags.DEFINE_list("betas", ["1e-5", "1e-4", "1e-3"], "Row (b)'s KL weights on a per-pixel MSE (SVG: 1e-4).")
+flags.DEFINE_integer("frame_size", 32, "Frame height and width (SVG: 64).")
+flags.DEFINE_integer("num_digits", 2, "Digits per video.")
+flags.DEFINE_integer("context", 5, "Context frames.")
+flags.DEFINE_integer("future", 10, "Predicted frames.")
+flags.DEFINE_integer("train_sequences", 3000, "Training videos.")
+flags.DEFINE_integer("test_sequences", 100, "Test videos.")
+flags.DEFINE_integer("samples", 20, "N, sampled futures per test video (SVG: 100).")
+flags.DEFINE_integer("steps", 400, "Training steps per row.")
+flags.DEFINE_integer("batch_size", 32, "Videos per step.")
+flags.DEFINE_float("learning_rate", 2e-3, "Adam learning rate (SVG: 2e-3).")
+flags.DEFINE_integer("latent_dim", 10, "z_t size (SVG's SM-MNIST: 10).")
+flags.DEFINE_integer("filters", 32, "Frame network filters.")
+flags.DEFINE_integer("feature_dim", 128, "Frame features h (SVG: 128).")
+flags.DEFINE_integer("hidden_units", 128, "LSTM units (SVG: 256).")
+flags.DEFINE_integer("seed", 0, "Seed of data, weights and noise.")
+flags.DEFINE_string("out", "sequence", "Results name: benchmarks/results/NAME.md and .json.")
+FLAGS = flags.FLAGS
+
+
+def likelihoods(pixels: int) -> dict:
+    """Row name -> likelihood arguments."""
+    rows = {}
+    for row in FLAGS.rows:
+        if row == "a":
+            rows["(a) sigma = 1"] = dict(likelihood="gaussian", sigma=1.0)
+        elif row == "b":
+            for beta in FLAGS.betas:
+                sigma = math.sqrt(float(beta) * pixels / 2.0)
+                rows[f"(b) fixed sigma {sigma:.4f} (beta {float(beta):g} on MSE)"] = dict(likelihood="gaussian",
+                                                                                         sigma=sigma)
+        elif row == "c":
+            rows["(c) learned sigma"] = dict(likelihood="learned")
+        elif row == "d":
+            rows["(d) optimal sigma"] = dict(likelihood="optimal")
+        else:
+            raise ValueError(f"Unknown row {row!r}. Expected a, b, c or d.")
+    return rows
+
+
+class Timer(keras.callbacks.Callback):
+    def __init__(self, skip: int = 10):
+        super().__init__()
+        self.skip, self.start, self.count = skip, None, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.count += 1
+        if self.count == self.skip:
+            self.start = time.perf_counter()
+
+    def seconds_per_step(self) -> float:
+        return (time.perf_counter() - self.start) / max(self.count - self.skip, 1)
+
+
+def score(model, test: np.ndarray) -> dict:
+    inputs = model.split(test)
+    elbo, kl = [], []
+    for index, start in enumerate(range(0, len(test), 50)):
+        batch = {name: value[start : start + 50] for name, value in inputs.items()}
+        terms = model.compute_terms(batch, SeededNoise([FLAGS.seed, index]), fit_sigma=False)
+        elbo.append(np.asarray(terms["elbo_per_image"]))
+        kl.append(np.asarray(terms["kl_per_dim"]).sum(axis=(1, 2)))
+    ssim, psnr = [], []
+    for start in range(0, len(test), 10):
+        context = inputs["context"][start : start + 10]
+        futures = model.predict(context, FLAGS.future, FLAGS.samples, noise=SeededNoise([FLAGS.seed + 1, start]))
+        metrics = video.best_of_n_metrics(np.asarray(inputs["x"][start : start + 10]), np.asarray(futures))
+        ssim.append(metrics["ssim"])
+        psnr.append(metrics["psnr"])
+    ssim, psnr = np.concatenate(ssim), np.concatenate(psnr)
+    return {
+        "test_elbo_per_frame": float(np.concatenate(elbo).mean() / FLAGS.future),
+        "kl_per_frame": float(np.concatenate(kl).mean() / FLAGS.future),
+        "ssim": float(ssim.mean()),
+        "psnr": float(psnr.mean()),
+        "ssim_per_step": ssim.mean(axis=0).round(4).tolist(),
+        "psnr_per_step": psnr.mean(axis=0).round(3).tolist(),
+    }
+
+
+def run_row(arguments: dict, train: np.ndarray, test: np.ndarray) -> dict:
+    keras.utils.set_random_seed(FLAGS.seed)
+    shape = (FLAGS.frame_size, FLAGS.frame_size, 1)
+    model = kv.build_sequence_vae(
+        shape, latent_dim=FLAGS.latent_dim, filters=FLAGS.filters, feature_dim=FLAGS.feature_dim,
+        hidden_units=FLAGS.hidden_units, context_frames=FLAGS.context, future_frames=FLAGS.future,
+        seed=FLAGS.seed, **arguments)
+    model.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate))
+    dataset = kv.data.pipeline(train, FLAGS.batch_size, seed=FLAGS.seed).repeat()
+    timer = Timer()
+    started = time.perf_counter()
+    history = model.fit(dataset, steps_per_epoch=FLAGS.steps, epochs=1, verbose=0, callbacks=[timer]).history
+    train_seconds = time.perf_counter() - started
+    step = timer.seconds_per_step()
+    result = {
+        **score(model, test),
+        "train_elbo_per_frame_last_epoch": float(history["elbo"][-1] / FLAGS.future),
+        "served_sigma": float(np.mean(np.asarray(model.decode(np.zeros((1, 1, FLAGS.latent_dim), "float32"),
+                                                              test[:1, : FLAGS.context])[1]))),
+        "videos_per_second": FLAGS.batch_size / step,
+        "frames_per_second": FLAGS.batch_size * (FLAGS.context + FLAGS.future) / step,
+        "train_seconds": train_seconds,
+    }
+    print(json.dumps({key: value for key, value in result.items() if "per_step" not in key}), flush=True)
+    return result
+
+
+def write(results: dict, settings: dict) -> None:
+    lines = [
+        "# Sequence VAE (SVG-LP) on Stochastic Moving MNIST: calibrated decoders (issue 16)",
+        "",
+        "Written by `benchmarks/sequence.py`; settings (the command's flags):",
+        "",
+        "```",
+        json.dumps(settings, indent=1),
+        "```",
+        "",
+        f"Frames {settings['frame_size']}x{settings['frame_size']}, {settings['num_digits']} digits, "
+        f"{settings['context']} context + {settings['future']} predicted frames, {settings['steps']} steps of "
+        f"{settings['batch_size']} videos per row, N = {settings['samples']} sampled futures per test video, "
+        f"{settings['test_sequences']} test videos. The test ELBO uses one posterior draw and the served model "
+        "(optimal sigma: its running sigma).",
+        "",
+        "| row | test ELBO (nats/frame) | best-of-N SSIM | best-of-N PSNR (dB) | KL (nats/frame) | served sigma "
+        "| train videos/s | train frames/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['test_elbo_per_frame']:.1f} | {r['ssim']:.4f} | {r['psnr']:.2f} | "
+                     f"{r['kl_per_frame']:.3f} | {r['served_sigma']:.4f} | {r['videos_per_second']:.1f} | "
+                     f"{r['frames_per_second']:.0f} |")
+    lines += ["", "Best-of-N SSIM per predicted step:", "",
+              "| row | " + " | ".join(f"t+{k + 1}" for k in range(settings["future"])) + " |",
+              "|---|" + "---|" * settings["future"]]
+    for name, r in results.items():
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in r["ssim_per_step"]) + " |")
+    lines += ["", "Best-of-N PSNR (dB) per predicted step:", "",
+              "| row | " + " | ".join(f"t+{k + 1}" for k in range(settings["future"])) + " |",
+              "|---|" + "---|" * settings["future"]]
+    for name, r in results.items():
+        lines.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in r["psnr_per_step"]) + " |")
+    RESULTS.mkdir(exist_ok=True)
+    for suffix, text in ((".md", "\n".join(lines) + "\n"),
+                         (".json", json.dumps({"settings": settings, "rows": results}, indent=1))):
+        path = RESULTS / f"{FLAGS.out}{suffix}"
+        temporary = path.with_name(f".{path.name}.partial")
+        temporary.write_text(text)
+        os.replace(temporary, path)
+
+
+def main(argv):
+    del argv
+    settings = {name: FLAGS[name].value for name in (
+        "rows", "betas", "frame_size", "num_digits", "context", "future", "train_sequences", "test_sequences",
+        "samples", "steps", "batch_size", "learning_rate", "latent_dim", "filters", "feature_dim", "hidden_units",
+        "seed")}
+    frames = FLAGS.context + FLAGS.future
+    train = video.moving_mnist("train", FLAGS.train_sequences, frames, FLAGS.frame_size, FLAGS.num_digits, FLAGS.seed)
+    test = video.moving_mnist("test", FLAGS.test_sequences, frames, FLAGS.frame_size, FLAGS.num_digits,
+                              FLAGS.seed + 1)
+    results = {}
+    for name, arguments in likelihoods(FLAGS.frame_size**2).items():
+        print(name, flush=True)
+        results[name] = run_row(arguments, train, test)
+        write(results, settings)  # after every row, so a stopped run keeps what it measured
+
+
+if __name__ == "__main__":
+    app.run(main)
