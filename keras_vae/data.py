@@ -414,7 +414,8 @@ def factors(name: str, split: str = "train", test_fraction: float = 0.1):
 
 
 def load_arrays(name: str, split: str = "train", test_fraction: float = 0.1, with_labels: bool = False):
-    """Loads a dataset as float32 numpy images `(N, H, W, C)` in [0, 1].
+    """Loads a dataset as float32 numpy images `(N, H, W, C)` in [0, 1] (a video source, see
+    `keras_vae.video.is_video_source`, gives videos `(N, T, H, W, C)`).
 
     Args:
         name: `"mnist"`, `"sprites[:SIZE]"`, `"tfds:NAME"`, a `.npz` file or a folder of images.
@@ -434,6 +435,11 @@ def load_arrays(name: str, split: str = "train", test_fraction: float = 0.1, wit
     ((1000, 28, 28, 1), 'float32')
     """
     _check_split(split, test_fraction)
+    from keras_vae import video  # imports this module: imported here
+
+    if video.is_video_source(name):  # videos (N, T, H, W, C): `keras_vae.video.load_videos` (its defaults)
+        x = video.load_videos(name, split, test_fraction)
+        return (x, None) if with_labels else x
     if name == "mnist":
         x, y = _load_mnist(split)
     elif _sprites_size(name) is not None:
