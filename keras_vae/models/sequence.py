@@ -313,9 +313,11 @@ class SequenceVAE(VAE):
     def networks_for(cls, input_shape, network: str, params_per_channel: int, latent_dim: int = 10,
                      filters: int = 32, feature_dim: int = 128, **arguments) -> dict:
         """The constructor arguments `build` makes: `frame_encoder` and `frame_decoder` (`network` must be
-        `"conv"`), plus `arguments`."""
+        `"conv"`) for frames `input_shape` (or videos `(T, H, W, C)`), plus `arguments`."""
         if network != "conv":
             raise ValueError(f"SequenceVAE uses the 'conv' frame networks. Received: network={network!r}")
+        if len(input_shape) == 4:  # a video's shape (frames, H, W, C), as the CLI passes: its frames
+            input_shape = tuple(input_shape[1:])
         return {"encoder": frame_encoder(input_shape, filters, feature_dim),
                 "decoder": frame_decoder(input_shape, filters, feature_dim, params_per_channel),
                 "latent_dim": latent_dim, **arguments}
