@@ -9,7 +9,7 @@ where `(m_t, a_t)` are autoregressive in `e` (output d sees inputs < d) and
 conditioned on the context h. Each `f_t` is TFP's
 `tfb.Invert(tfb.MaskedAutoregressiveFlow(...))`: the IAF direction of a MAF
 (one pass of the network to draw, one to score a draw), and successive flows
-reverse the order of the dimensions (`tfb.Permute`). The log-determinant is
+reverse the order of the dimensions (`tfb.Permute`; z keeps the base's order). The log-determinant is
 TFP's, `-sum_t sum_d a_t(...)`; `log q(z|x)` of the draw the step decodes is
 read from TFP's bijector cache (no sequential inversion). The last layer of
 every network starts at zero, so an untrained IAF is exactly its base head.
@@ -207,6 +207,8 @@ class IAFPosterior(keras.layers.Layer):
                 return network(z, context)
 
             steps.append(tfb.Invert(tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=shift_and_log_scale)))
+        if self.num_flows % 2 == 0:
+            steps.append(reverse)  # back to the base's order: an untrained flow is the identity
         return tfb.Chain(list(reversed(steps)))  # tfb.Chain applies its last bijector first
 
     def distribution(self, features) -> tfd.TransformedDistribution:

@@ -161,14 +161,14 @@ class GaussianMixtureSampler(_Sampler):
 
 
 class _SecondStageDraws:
-    """The two-stage sampler's distribution of z: the decoder mean at u ~ N(0, I) (drawn with noise passed in)."""
+    """The two-stage sampler's distribution of z: z = g(u) + gamma * e, u, e ~ N(0, I) (noise passed in)."""
 
-    def __init__(self, decoder, latent_dim: int):
-        self.decoder, self.latent_dim = decoder, latent_dim
+    def __init__(self, sampler: TwoStageSampler):
+        self.sampler = sampler
 
     def draw(self, noise: Noise, num_samples=None):
-        count = 1 if num_samples is None else num_samples
-        return self.decoder(noise.normal(tf.stack([count, self.latent_dim])))
+        shape = tf.stack([1 if num_samples is None else num_samples, self.sampler.latent_dim])
+        return self.sampler.decode(noise.normal(shape), noise.normal(shape))
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -179,7 +179,9 @@ class TwoStageSampler(_Sampler):
     as in Dai & Wipf 2019 (arXiv:1903.05789), which lets the second stage
     match the aggregate posterior of the first. `fit` trains it with Adam on
     the codes (standardised inside, so one learning rate fits any scale);
-    samples are `g(u)` at u ~ N(0, I).
+    samples are its own draws, `g(u) + gamma * e` with u, e ~ N(0, I) (the
+    paper's `g(u)` once gamma is near 0; the noise keeps the codes' variance
+    while it is not).
 
     Args:
         latent_dim: Size of z (and of u).
@@ -219,9 +221,12 @@ class TwoStageSampler(_Sampler):
         d = self.latent_dim
         return d * (d + 3) // 2
 
-    def decode(self, u):
-        """z = g(u), in the codes' units: `(batch, latent_dim)`."""
-        return self.generator(u) * self.scale + self.shift
+    def decode(self, u, e=None):
+        """z = g(u) + gamma * e (`e` None: 0), in the codes' units: `(batch, latent_dim)`."""
+        z = self.generator(u)
+        if e is not None:
+            z = z + (ops.exp(self.log_gamma) + 1e-3) * e
+        return z * self.scale + self.shift
 
     def loss(self, z, noise: Noise):
         """The second stage's negative ELBO per code (z standardised), `(batch,)` nats."""
@@ -264,7 +269,7 @@ class TwoStageSampler(_Sampler):
 
     def distribution(self) -> _SecondStageDraws:
         """The sampler's z, drawn by `keras_vae.latents.draw` (an object with `draw(noise, num_samples)`)."""
-        return _SecondStageDraws(self.decode, self.latent_dim)
+        return _SecondStageDraws(self)
 
     def get_config(self):
         return {**super().get_config(), "hidden_units": self.hidden_units, "num_layers": self.num_layers,
@@ -312,15 +317,25 @@ def fit(model, sampler: _Sampler, data, batch_size: int = 500, seed: int = 0) ->
                         "samplers serve models whose latent is one vector, such as keras_vae.VAE.")
     sampler.check(model.latent_shape, model.image_shape)
     sampler.fit(codes(model, data, batch_size, seed))
-    if model.sampler is not sampler:
-        # A built Keras model locks its state; attach the sampler the way `latent_whitening` swaps a head.
-        previous = model.sampler
-        model._tracker.unlock()
-        model.sampler = sampler
-        if previous is not None:
-            model._layers.remove(previous)
-        model._tracker.lock()
+    _set_sampler(model, sampler)
     return sampler
+
+
+def detach(model) -> None:
+    """Removes the model's sampler, in place: `sample` draws from the prior again."""
+    _set_sampler(model, None)
+
+
+def _set_sampler(model, sampler) -> None:
+    if model.sampler is sampler:
+        return
+    # A built Keras model locks its state; swap the sampler the way `latent_whitening` swaps a head.
+    previous = model.sampler
+    model._tracker.unlock()
+    model.sampler = sampler
+    if previous is not None:
+        model._layers.remove(previous)
+    model._tracker.lock()
 
 
 def get(name: str, latent_dim: int, size: int | None = None) -> _Sampler | None:
