@@ -115,8 +115,8 @@ class GaussianMixtureSampler(_Sampler):
     >>> import numpy as np
     >>> codes = np.random.default_rng(0).normal(size=(500, 2)) * [1.0, 3.0] + [5.0, 0.0]
     >>> sampler = GaussianMixtureSampler(latent_dim=2, num_components=1).fit(codes)
-    >>> np.round(np.asarray(sampler.distribution().mean()), 1).tolist()
-    [5.0, -0.2]
+    >>> bool(np.allclose(sampler.distribution().mean(), codes.mean(axis=0), atol=1e-4))
+    True
     """
 
     def __init__(self, latent_dim: int, num_components: int = 10, seed: int = 0, **kwargs):
