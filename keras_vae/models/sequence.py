@@ -69,7 +69,7 @@ class RecurrentHead(keras.layers.Layer):
 
     >>> import numpy as np
     >>> head = RecurrentHead(8, 3)
-    >>> head(np.zeros((2, 5, 4), "float32")).shape
+    >>> tuple(head(np.zeros((2, 5, 4), "float32")).shape)
     (2, 5, 3)
     """
 
