@@ -762,7 +762,8 @@ def evaluate_saved_model(
         max_images: Use at most this many images (0: all). Defaults to 0.
         feature_model: `"auto"` (the dataset's cached classifier,
             `keras_vae.feature_model.get`) or `"none"` (no FID).
-        overwrite: Replace an existing `eval.json`. Defaults to False.
+        overwrite: Replace files evaluate writes (`eval.json`, the PNGs of
+            `plots.model_figures`) that are already in `out`. Defaults to False.
         **report_kwargs: Passed to `report` (iwae_samples, fid_samples, ...).
 
     Returns:
@@ -770,14 +771,14 @@ def evaluate_saved_model(
 
     Raises:
         FileNotFoundError: If there is no model file.
-        FileExistsError: If `out/eval.json` exists and not `overwrite`.
+        FileExistsError: If any file it would write exists and not `overwrite`.
+        ValueError: If the model file is broken or not a keras_vae model (`files.load_vae`).
     """
-    import json
     from pathlib import Path
 
     from keras_vae import data as data_lib
+    from keras_vae import experiment, files, plots
     from keras_vae import feature_model as feature_model_lib
-    from keras_vae import plots
 
     model_path = Path(model_path)
     if not model_path.is_file():
@@ -785,20 +786,17 @@ def evaluate_saved_model(
     out = Path(out) if out else model_path.parent / "eval"
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} is a file, not a folder.")
-    if (out / "eval.json").exists() and not overwrite:
-        raise FileExistsError(f"{out / 'eval.json'} exists; refusing to overwrite it. Choose another output folder "
-                              "or pass overwrite (--overwrite).")
+    files.refuse_existing([out / name for name in experiment.EVAL_FILES], overwrite,
+                          "Choose another output folder (--out) or pass overwrite (--overwrite).")
     if feature_model not in ("auto", "none"):
         raise ValueError(f"Expected feature_model 'auto' or 'none'. Received: feature_model={feature_model!r}")
-    model = keras.models.load_model(model_path, safe_mode=True)
-    from keras_vae.models.vae import VAE
-
-    if not isinstance(model, VAE):
-        raise TypeError(f"{model_path} holds a {type(model).__name__}, not a keras_vae.VAE.")
+    model = files.load_vae(model_path, "model")
     x, y = data_lib.load_arrays(dataset, split, test_fraction, with_labels=True)
     names = list(model.condition_specs())
     if names and y is None:
         raise ValueError(f"{model_path} is a {type(model).__name__}, which needs labels, but {dataset} has none.")
+    if names:
+        y = data_lib.validate_labels(y, len(x), name=f"the labels of {dataset}")
     inputs = {"x": x, **({names[0]: y} if names else {})}
     inputs = {name: value[:max_images] if max_images else value for name, value in inputs.items()}
     features = feature_model_lib.get(dataset) if feature_model == "auto" else None
@@ -807,5 +805,5 @@ def evaluate_saved_model(
     results.update(model=str(model_path), dataset=dataset, split=split)
     out.mkdir(parents=True, exist_ok=True)
     plots.model_figures(model, inputs, out, kl_per_dim=results["kl_per_dim"], seed=report_kwargs.get("seed", 0))
-    (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    files.write_json(out / "eval.json", results)
     return results

@@ -22,6 +22,7 @@ from keras_vae import (
     calibration,
     data,
     distribute,
+    files,
     latent_centering,
     latent_whitening,
     latents,
@@ -36,6 +37,10 @@ from keras_vae.run_config import LATENT_ALIGNMENTS, RunConfig  # noqa: F401 - ex
 
 RUN_FILES = ("model.keras", "metrics.json", "samples.png", "reconstructions.png")
 BACKUP_SETTINGS = "run_config.json"  # in the backup folder: the settings of the run it can resume
+BACKUP_TIMING = "timing.json"  # in the backup folder: the epochs trained and their seconds, over every process
+# What `python -m keras_vae evaluate` writes into its default output folder, `OUT/eval`.
+EVAL_FILES = ("eval.json", "samples.png", "reconstructions.png", "interpolation.png", "traversal.png",
+              "kl_per_dim.png")
 
 
 def align_latents(model, x_train: np.ndarray, mode: str) -> float | None:
@@ -60,11 +65,23 @@ def align_latents(model, x_train: np.ndarray, mode: str) -> float | None:
     return None
 
 
-def prepare_output(out, overwrite: bool) -> Path:
-    """Creates `out`, refusing to replace a saved model unless `overwrite`.
+def prepare_output(out, overwrite: bool, create: bool = True) -> Path:
+    """Checks (and creates) `out`, refusing to replace a saved model unless `overwrite`.
+
+    With `overwrite` over a previous run, what was derived from the old model
+    must not stay beside the new one: `eval/` holding only what `evaluate`
+    writes is removed once the new model is saved (`stale_outputs`); an
+    export (a SavedModel or `.tflite` file) or other files in `eval/` are
+    refused, naming them.
+
+    Args:
+        out: The run's folder.
+        overwrite: Replace a previous run's files.
+        create: Create `out`. Defaults to True; False only checks.
 
     Raises:
-        FileExistsError: If `out` already holds a run's files and not `overwrite`.
+        FileExistsError: If `out` already holds a run's files and not
+            `overwrite`, or exports of the old model.
         NotADirectoryError: If `out` is a file.
     """
     out = Path(out)
@@ -76,8 +93,33 @@ def prepare_output(out, overwrite: bool) -> Path:
             f"{out} already holds {', '.join(existing)}; refusing to overwrite it. "
             "Choose another --out or pass --overwrite."
         )
-    out.mkdir(parents=True, exist_ok=True)
+    if existing:
+        stale_outputs(out)  # refuses what it cannot remove
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def stale_outputs(out) -> list[Path]:
+    """What a previous run in `out` left that `--overwrite` removes once the new model is saved.
+
+    Returns:
+        `[out / "eval"]` when it holds only files `evaluate` writes, else `[]`.
+
+    Raises:
+        FileExistsError: If `out/eval` holds other files, or `out` holds an
+            export of the old model (a SavedModel or a `.tflite` file).
+    """
+    out = Path(out)
+    evaluation = out / "eval"
+    unknown = [str(p) for p in evaluation.iterdir() if p.name not in EVAL_FILES] if evaluation.is_dir() else []
+    exports = sorted({str(p.parent) for p in out.glob("**/saved_model.pb")} | {str(p) for p in out.glob("**/*.tflite")})
+    if unknown or exports:
+        raise FileExistsError(
+            f"--overwrite would leave what was made from the old model in {out} beside the new one: "
+            f"{', '.join(exports + unknown)}. Move or delete it first, or choose another --out."
+        )
+    return [evaluation] if evaluation.is_dir() else []
 
 
 def prepare_file(path, overwrite: bool = False) -> Path:
@@ -225,22 +267,90 @@ def prepare_backup(backup: Path, config: RunConfig) -> Path:
         FileExistsError: If `backup` holds a checkpoint of other settings and
             not `config.overwrite`.
     """
-    settings = json.loads(json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k != "overwrite"}))
-    record = backup / BACKUP_SETTINGS
-    if backup.exists() and any(backup.iterdir()):
-        saved = json.loads(record.read_text()) if record.exists() else {}
-        if saved != settings:
-            changed = sorted(k for k in settings.keys() | saved.keys() if settings.get(k) != saved.get(k))
-            if not config.overwrite:
-                raise FileExistsError(
-                    f"{backup} holds the checkpoint of an interrupted run with other settings "
-                    f"({', '.join(changed) or 'unrecorded'}). Rerun that command to resume it, or pass "
-                    "--overwrite to discard it and start afresh."
-                )
-            shutil.rmtree(backup)
+    discard = check_backup(backup, config)
+    if discard:
+        shutil.rmtree(backup)
+    elif not has_checkpoint(backup):
+        (backup / BACKUP_TIMING).unlink(missing_ok=True)  # nothing to resume: a fresh start
     backup.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(settings, indent=2) + "\n")
+    files.write_json(backup / BACKUP_SETTINGS, _settings(config))
     return backup
+
+
+def _settings(config: RunConfig) -> dict:
+    return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k != "overwrite"}))
+
+
+def has_checkpoint(backup: Path) -> bool:
+    """Whether `backup` holds a checkpoint to resume (more than this library's own records)."""
+    return backup.is_dir() and any(p.name not in (BACKUP_SETTINGS, BACKUP_TIMING) for p in backup.iterdir())
+
+
+def check_backup(backup: Path, config: RunConfig) -> bool:
+    """The checks of `prepare_backup`, writing nothing: whether its checkpoint is to be discarded.
+
+    Raises:
+        FileExistsError: If `backup` holds a checkpoint of other settings and
+            not `config.overwrite`, or is not this library's (a file, or a
+            folder without its `run_config.json`), even with `overwrite`.
+    """
+    backup = Path(backup)
+    record = backup / BACKUP_SETTINGS
+    if backup.exists() and not backup.is_dir():
+        raise FileExistsError(f"{backup} is a file, where the run keeps its checkpoint folder; move it away.")
+    if not has_checkpoint(backup):
+        return False
+    if not record.is_file():
+        raise FileExistsError(
+            f"{backup} holds files but no {BACKUP_SETTINGS}, so it is not a checkpoint of keras_vae: refusing to "
+            "delete or resume it, even with --overwrite. Move it away or choose another --out."
+        )
+    try:
+        saved = json.loads(record.read_text())
+    except ValueError:
+        saved = {}
+    settings = _settings(config)
+    if saved == settings:
+        return False
+    changed = sorted(k for k in settings.keys() | saved.keys() if settings.get(k) != saved.get(k))
+    if not config.overwrite:
+        raise FileExistsError(
+            f"{backup} holds the checkpoint of an interrupted run with other settings "
+            f"({', '.join(changed) or 'unrecorded'}). Rerun that command to resume it, or pass "
+            "--overwrite to discard it and start afresh."
+        )
+    return True
+
+
+def check_config(config: RunConfig) -> None:
+    """Refuses settings that are invalid or would be silently ignored, before any data is read.
+
+    Raises:
+        ValueError: Naming the setting and what to do instead.
+    """
+    if config.mixed_precision not in distribute.PRECISIONS:
+        raise ValueError(
+            f"Expected mixed_precision in {distribute.PRECISIONS}. Received: mixed_precision={config.mixed_precision!r}"
+        )
+    if config.align_latents not in LATENT_ALIGNMENTS:
+        raise ValueError(
+            f"Expected align_latents in {LATENT_ALIGNMENTS}. Received: align_latents={config.align_latents!r}"
+        )
+    if not (np.isfinite(config.learning_rate) and config.learning_rate > 0):
+        raise ValueError(f"Expected --learning_rate > 0 (0 never changes the weights). "
+                         f"Received: learning_rate={config.learning_rate}")
+    default_sigma = RunConfig.__dataclass_fields__["sigma"].default
+    if config.likelihood != "gaussian" and config.sigma != default_sigma:
+        raise ValueError(
+            f"--sigma sets the fixed sigma of --likelihood=gaussian, but --likelihood={config.likelihood} does not "
+            f"use it. Received: sigma={config.sigma}. Drop --sigma, or use --likelihood=gaussian."
+        )
+    for name in ("epochs", "batch_size", "latent_dim"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"Expected {name} >= 1. Received: {name}={getattr(config, name)}")
+    for name in ("beta", "free_bits", "kl_warmup_steps"):
+        if not getattr(config, name) >= 0:
+            raise ValueError(f"Expected {name} >= 0. Received: {name}={getattr(config, name)}")
 
 
 def _backup_name(strategy) -> str:
@@ -249,16 +359,30 @@ def _backup_name(strategy) -> str:
 
 
 class _EpochTimer(keras.callbacks.Callback):
-    """Sums the wall time of training epochs (excluding evaluation)."""
+    """Sums the wall time and the number of training epochs (excluding evaluation) over a resumed run.
+
+    Args:
+        record: A JSON file that keeps the sums between processes (in the
+            checkpoint folder), or None.
+    """
+
+    def __init__(self, record: Path | None = None):
+        super().__init__()
+        self.record = record
+        self.seconds, self.epochs = 0.0, 0
 
     def on_train_begin(self, logs=None):
-        self.seconds = 0.0
+        saved = json.loads(self.record.read_text()) if self.record is not None and self.record.is_file() else {}
+        self.seconds, self.epochs = float(saved.get("train_seconds", 0.0)), int(saved.get("epochs", 0))
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds += time.perf_counter() - self._start
+        self.epochs += 1
+        if self.record is not None:
+            files.write_json(self.record, {"epochs": self.epochs, "train_seconds": self.seconds})
 
 
 def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple[VAE, dict]:
@@ -273,14 +397,7 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         `(model, metrics)`; `metrics` is also written to `metrics.json`.
     """
     strategy = distribute.get_strategy(config.distribute)  # first: multi-worker needs it before any TF op
-    if config.mixed_precision not in distribute.PRECISIONS:
-        raise ValueError(
-            f"Expected mixed_precision in {distribute.PRECISIONS}. Received: mixed_precision={config.mixed_precision!r}"
-        )
-    if config.align_latents not in LATENT_ALIGNMENTS:
-        raise ValueError(
-            f"Expected align_latents in {LATENT_ALIGNMENTS}. Received: align_latents={config.align_latents!r}"
-        )
+    check_config(config)
     likelihood = likelihoods.get(config.likelihood, sigma=config.sigma)  # bad names fail before any work
     builder = models.get(config.model)
     if config.network == "pixelcnn":
@@ -299,11 +416,15 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
     if config.model == "conditional":
         if y_train is None or y_test is None:
             raise ValueError(f"--model=conditional needs labels, but dataset {config.dataset!r} has none.")
-        model_kwargs["num_classes"] = int(max(np.max(y_train), np.max(y_test))) + 1
     else:
         y_train = y_test = None
-    out = prepare_output(config.out, config.overwrite)
-    backup = prepare_backup(out / _backup_name(strategy), config)
+    data.check_splits(x_train, x_test, y_train, y_test, name=config.dataset)  # every array against every other
+    if y_train is not None:
+        model_kwargs["num_classes"] = int(max(np.max(y_train), np.max(y_test))) + 1
+    out = prepare_output(config.out, config.overwrite, create=False)
+    backup_path = out / _backup_name(strategy)
+    check_backup(backup_path, config)
+    stale = stale_outputs(out) if config.overwrite and (out / "model.keras").exists() else []
     keras.utils.set_random_seed(config.seed)
     with strategy.scope(), _precision(config.mixed_precision):
         model = builder(
@@ -321,13 +442,18 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
             optimizer=keras.optimizers.Adam(config.learning_rate),
             jit_compile="auto" if config.jit_compile is None else config.jit_compile,
         )
-    timer = _EpochTimer()
+    # Everything is checked: only now does the run write into `out`.
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    backup = prepare_backup(backup_path, config)
+    timer = _EpochTimer(backup / BACKUP_TIMING)
     sigma_mode = f"gaussian(sigma={config.sigma})" if config.likelihood == "gaussian" else repr(config.likelihood)
     nan_stop = StopOnNaN(sigma_mode)
     run_callbacks = [
-        timer,
         nan_stop,
-        keras.callbacks.BackupAndRestore(str(backup)),
+        # The checkpoint stays until the model is saved (below), so a crash in between loses no training.
+        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
+        timer,  # after the checkpoint: its record counts the epochs the checkpoint holds
         # After the timer: validation on the test split, TensorBoard under OUT/tensorboard, history.csv.
         *(run_record.callbacks(out, backup, x_test, y_test, model, config.batch_size, config.seed)
           if _is_chief(strategy) else []),
@@ -341,14 +467,22 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         inputs = dict(x=data.pipeline(x_train, config.batch_size, seed=config.seed), shuffle=False)  # it shuffles
     else:
         inputs = dict(x=x_train, y=y_train, batch_size=config.batch_size, shuffle=True)
-    history = model.fit(
-        **inputs,
-        epochs=config.epochs,
-        verbose=verbose,
-        callbacks=run_callbacks,
-    )
+    try:
+        history = model.fit(
+            **inputs,
+            epochs=config.epochs,
+            verbose=verbose,
+            callbacks=run_callbacks,
+        )
+    except BaseException:
+        if not has_checkpoint(backup):  # failed before its first epoch: leave nothing that blocks the rerun
+            shutil.rmtree(backup, ignore_errors=True)
+            if created and not any(out.iterdir()):
+                out.rmdir()
+        raise
     losses = history.history.get("loss", [])
     if losses and not np.isfinite(losses[-1]):
+        shutil.rmtree(backup, ignore_errors=True)  # its last epoch holds the diverged weights
         raise FloatingPointError(
             (nan_stop.message or f"Training diverged (loss {losses[-1]}) with likelihood {sigma_mode}.")
             + " Nothing was saved."
@@ -360,20 +494,30 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
     metrics = evaluate(model, x_test, config.batch_size, y_test)
     metrics.update(
         epochs=config.epochs,
-        train_seconds=timer.seconds,
-        images_per_second=len(x_train) * len(losses) / max(timer.seconds, 1e-9),
+        train_seconds=timer.seconds,  # every epoch of the run, also those of an interrupted process it resumed
+        images_per_second=len(x_train) * timer.epochs / max(timer.seconds, 1e-9),
         latent_alignment_nats=alignment_gain,
         train_images=len(x_train),
         test_images=len(x_test),
     )
     metrics.update(run_record.describe(metrics, config, model, alignment_gain))  # flags that applied, units, versions
     if not _is_chief(strategy):
+        shutil.rmtree(backup, ignore_errors=True)
         return model, metrics
-    model.save(out / "model.keras")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plots.sample_grid(np.asarray(model.sample(64)), out / "samples.png", num_columns=8)
     test_labels = () if y_test is None else (y_test[:32],)
-    plots.reconstruction_grid(
-        x_test[:32], np.asarray(model.reconstruct(x_test[:32], *test_labels)), out / "reconstructions.png"
-    )
+    # Every file goes to a temporary name first; they are renamed into place together at the end of the
+    # `with`, so a crash leaves the previous run's files (or none), never half of them.
+    with contextlib.ExitStack() as stack:
+        temporary = {name: stack.enter_context(files.atomic_path(out / name)) for name in RUN_FILES}
+        model.save(temporary["model.keras"])
+        temporary["metrics.json"].write_text(json.dumps(metrics, indent=2) + "\n")
+        decoder = plots.decoder_caption(model, metrics["sigma"])  # the likelihood and its sigma, in the titles
+        plots.sample_grid(np.asarray(model.sample(64)), temporary["samples.png"], num_columns=8, decoder=decoder)
+        plots.reconstruction_grid(
+            x_test[:32], np.asarray(model.reconstruct(x_test[:32], *test_labels)), temporary["reconstructions.png"],
+            decoder=decoder,
+        )
+    for path in stale:  # the old model's evaluation
+        shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(backup, ignore_errors=True)  # the model is saved: the checkpoint is no longer needed
     return model, metrics
