@@ -129,7 +129,7 @@ def get(dataset: str = "mnist", epochs: int = 10, directory=None, verbose: bool 
     path, info_path = directory / f"{stem}.keras", directory / f"{stem}.json"
     if path.exists():
         try:
-            classifier = keras.models.load_model(path)
+            classifier = keras.models.load_model(path, safe_mode=True)
             classifier.get_layer(FEATURE_LAYER)
         except Exception as error:  # any failure means: not a classifier we can use
             raise ValueError(

@@ -29,7 +29,7 @@ flags.DEFINE_bool("dequantize", True, "Also bound the discrete bits/dim with uni
 flags.DEFINE_integer("batch_size", 100, "Images per batch.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of every random draw.")
 flags.DEFINE_string("out", None, "Output folder (default: an 'eval' folder beside --model).")
-flags.DEFINE_bool("overwrite", False, "Replace an eval.json already in --out.")
+flags.DEFINE_bool("overwrite", False, "Replace files evaluate writes (eval.json, its PNGs) already in --out.")
 
 FLAGS = flags.FLAGS
 
