@@ -400,13 +400,24 @@ def _codes(representation: Representation, images) -> np.ndarray:
     return codes.reshape(len(codes), -1)
 
 
+def _chunks(num_points: int, batch_size: int, max_images: int = 8192):
+    """Point counts whose images are encoded together (one representation call per chunk, not per point)."""
+    per_chunk = max(1, max_images // batch_size)
+    return [min(per_chunk, num_points - start) for start in range(0, num_points, per_chunk)]
+
+
 def _beta_vae_points(representation, data, rng, batch_size: int, num_points: int):
     features, labels = [], rng.integers(0, data.num_factors, num_points)
-    for factor in labels:
-        first, images = data.sample(batch_size, rng)
-        _, paired = data.sample_given(int(factor), first[:, factor], rng)
-        features.append(np.mean(np.abs(_codes(representation, images) - _codes(representation, paired)), axis=0))
-    return np.stack(features), labels
+    for start, count in zip(np.cumsum([0, *_chunks(num_points, batch_size)]), _chunks(num_points, batch_size)):
+        firsts, pairs = [], []
+        for factor in labels[start : start + count]:
+            first, images = data.sample(batch_size, rng)
+            firsts.append(images)
+            pairs.append(data.sample_given(int(factor), first[:, factor], rng)[1])
+        codes, paired_codes = (_codes(representation, np.concatenate(images)) for images in (firsts, pairs))
+        difference = np.abs(codes - paired_codes)
+        features.append(difference.reshape(count, batch_size, -1).mean(axis=1))
+    return np.concatenate(features), labels
 
 
 def beta_vae_score(representation: Representation, data: GroundTruthData, rng: np.random.Generator,
@@ -445,11 +456,16 @@ def beta_vae_score(representation: Representation, data: GroundTruthData, rng: n
 
 def _factor_vae_votes(representation, data, rng, batch_size, num_points, scale, active):
     votes = np.zeros((data.num_factors, int(active.sum())), "int64")
-    for factor in rng.integers(0, data.num_factors, num_points):
-        value = data.sample_factors(1, rng)[0, factor]
-        _, images = data.sample_given(int(factor), np.full(batch_size, value), rng)
-        local = np.var(_codes(representation, images), axis=0, ddof=1)
-        votes[factor, np.argmin(local[active] / scale[active])] += 1
+    factors = rng.integers(0, data.num_factors, num_points)
+    for start, count in zip(np.cumsum([0, *_chunks(num_points, batch_size)]), _chunks(num_points, batch_size)):
+        images = []
+        for factor in factors[start : start + count]:
+            value = data.sample_factors(1, rng)[0, factor]
+            images.append(data.sample_given(int(factor), np.full(batch_size, value), rng)[1])
+        codes = _codes(representation, np.concatenate(images)).reshape(count, batch_size, -1)
+        local = np.var(codes, axis=1, ddof=1)
+        for factor, variances in zip(factors[start : start + count], local, strict=True):
+            votes[factor, np.argmin(variances[active] / scale[active])] += 1
     return votes
 
 
