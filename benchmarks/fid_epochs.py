@@ -82,7 +82,7 @@ def whitened_scores(vae, x_train, x_test, features) -> dict:
     """Prior FIDs and ELBO of a copy of the checkpoint whitened on the train images (whitening swaps the head)."""
     with tempfile.TemporaryDirectory() as folder:
         vae.save(Path(folder) / "checkpoint.keras")
-        copy = keras.models.load_model(Path(folder) / "checkpoint.keras")
+        copy = keras.models.load_model(Path(folder) / "checkpoint.keras", safe_mode=True)
     gain = latent_whitening.whiten_latents(copy, x_train)
     fids = prior_fids(copy, x_train, x_test, features)
     return {"whitening_gain": gain, "test_elbo_whitened": evaluation.elbo(copy, x_test, seed=0),

@@ -86,7 +86,7 @@ def _size(path: Path) -> int:
 
 def _load_or_train(workdir: Path):
     if FLAGS.model:
-        return keras.models.load_model(FLAGS.model), {"model": FLAGS.model}
+        return keras.models.load_model(FLAGS.model, safe_mode=True), {"model": FLAGS.model}
     config = experiment.RunConfig(epochs=FLAGS.epochs, out=str(workdir / "run"), network="conv", likelihood="optimal")
     model, metrics = experiment.train(config, verbose=0)
     return model, {"trained": f"conv, optimal sigma, latent 20, {FLAGS.epochs} epoch(s) on MNIST 9k",

@@ -311,7 +311,11 @@ def _import_tfds(name: str):
 def _tfds_split(name: str, split: str, test_fraction: float):
     """A tfds split; datasets without a 'test' split are sliced by `test_fraction`."""
     tfds = _import_tfds(name)
-    known = list(tfds.builder(name).info.splits)  # empty under tfds.testing.mock_data
+    try:
+        known = list(tfds.builder(name).info.splits)  # empty under tfds.testing.mock_data
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ValueError(f"--dataset=tfds:{name}: tensorflow_datasets has no dataset {name!r} "
+                         "(see tfds.list_builders()).") from None
     key = split
     if known and "test" not in known and split != "all":
         cut = 100 - max(1, int(round(100 * test_fraction)))
@@ -437,6 +441,10 @@ def load_arrays(name: str, split: str = "train", test_fraction: float = 0.1, wit
     _check_split(split, test_fraction)
     from keras_vae import video  # imports this module: imported here
 
+    if name.startswith("tfds:"):
+        _import_tfds(name[5:])  # a missing dependency is one line, before any source looks at tfds
+    elif name.endswith(".npz") and Path(os.path.expanduser(name)).is_file():
+        _check_npz_headers(Path(os.path.expanduser(name)))  # a hostile file fails here, before any source reads it
     if video.is_video_source(name):  # videos (N, T, H, W, C): `keras_vae.video.load_videos` (its defaults)
         x = video.load_videos(name, split, test_fraction)
         return (x, None) if with_labels else x

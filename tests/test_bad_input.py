@@ -90,6 +90,12 @@ def test_splits_are_checked_against_each_other(x_test, y_train, message):
         data.check_splits(make_images(8), x_test, y_train, None, name="d.npz")
 
 
+def test_an_unknown_tfds_dataset_is_one_line():
+    with pytest.raises(ValueError, match=r"^--dataset=tfds:no_such_set: tensorflow_datasets has no dataset") as info:
+        data.load_arrays("tfds:no_such_set")
+    assert "\n" not in str(info.value)
+
+
 def test_tfds_without_its_dependencies_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # `import` raises ImportError
     with pytest.raises(ValueError, match=r"--dataset=tfds:mnist needs the tensorflow_datasets package"):
