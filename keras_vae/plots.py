@@ -1,8 +1,24 @@
-"""Pictures people look at, written as PNG files with matplotlib (Agg, no display needed)."""
+"""Pictures people look at, written as PNG files with matplotlib (Agg, no display needed).
+
+Every picture explains itself: a title saying what is shown (and the
+decoder and its sigma, `decoder_caption`), row and column legends on image
+grids (original / reconstruction, linear / spherical, the latent dimension
+and its values in a traversal) and axis labels with units on charts. Each
+`*_grid` / chart function writes a PNG; the `*_figure` function beside it
+returns the matplotlib figure, e.g. to show it in a notebook.
+
+Example:
+
+>>> figure = sample_figure(np.zeros((4, 8, 8, 1)), decoder="decoder: Gaussian, optimal sigma = 0.05")
+>>> figure.axes[0].get_title()
+'Prior samples: decoder means at z ~ p(z)\\ndecoder: Gaussian, optimal sigma = 0.05'
+>>> plt.close(figure)
+"""
 
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -11,6 +27,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
+
+from keras_vae import files  # noqa: E402
 
 
 def tile(images, num_columns: int | None = None, padding: int = 1) -> np.ndarray:
@@ -42,25 +60,143 @@ def save_image(array, path, scale: int = 4) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image = array[..., 0] if array.shape[-1] == 1 else array
-    plt.imsave(path, np.clip(image, 0.0, 1.0), cmap="gray" if array.shape[-1] == 1 else None, vmin=0.0, vmax=1.0)
+    with files.atomic_path(path) as temporary:  # a crash never leaves half a PNG
+        plt.imsave(temporary, np.clip(image, 0.0, 1.0), cmap="gray" if array.shape[-1] == 1 else None,
+                   vmin=0.0, vmax=1.0)
     return path
 
 
-def sample_grid(images, path, num_columns: int | None = None) -> Path:
-    """Writes a grid of images (e.g. `vae.sample(64)`) to `path`."""
-    return save_image(tile(images, num_columns), path)
+def decoder_caption(model, sigma: float | None = None) -> str:
+    """One line naming the decoder's likelihood and its sigma, for titles.
+
+    Args:
+        model: A `VAE`.
+        sigma: The decoder sigma the model serves (e.g. `metrics["sigma"]`,
+            `decoder_sigma`), or None to leave the value out.
+
+    Example:
+
+    >>> import keras_vae as kv
+    >>> decoder_caption(kv.build_vae((8, 8, 1), network="mlp", likelihood="optimal"), 0.0712)
+    'decoder: Gaussian, optimal sigma = 0.0712 (pixels in [0, 1])'
+    """
+    name = type(model.likelihood).__name__
+    mode = getattr(model.likelihood, "sigma", None)
+    if mode is None:
+        return f"decoder: {name} (no sigma)"
+    kind = "fixed" if isinstance(mode, float) else str(mode)
+    value = f" = {sigma:.3g}" if sigma is not None else (f" = {mode:g}" if isinstance(mode, float) else "")
+    return f"decoder: {name}, {kind} sigma{value} (pixels in [0, 1])"
 
 
-def reconstruction_grid(originals, reconstructions, path) -> Path:
-    """Writes originals (odd rows) above their reconstructions (even rows) to `path`."""
+def decoder_sigma(model, inputs) -> float | None:
+    """The mean decoder sigma at the posterior mode of `inputs` (a dict), or None without a sigma."""
+    if getattr(model.likelihood, "sigma", None) is None:
+        return None
+    from keras_vae import latents
+
+    checked = model.as_inputs(inputs)
+    z = model.decoder_latent(latents.mode(model.posterior_distribution(checked)))
+    return float(np.mean(np.asarray(model.decoded(z, checked, greedy=True)[1])))
+
+
+def _title(text: str, decoder: str) -> str:
+    return f"{text}\n{decoder}" if decoder else text
+
+
+def grid_figure(images, num_columns: int, title: str, row_labels=(), column_labels=(), xlabel: str = "",
+                ylabel: str = "", scale: int = 4):
+    """A tiled grid of images `(N, H, W, C)` with a title and per-row and per-column labels.
+
+    Args:
+        images: The images, in rows of `num_columns`.
+        num_columns: Images per row.
+        title: The title (may have several lines).
+        row_labels: One label per row of the grid (shown at its left), or ().
+        column_labels: One label per column (shown below it), or ().
+        xlabel: Axis label under the column labels. Defaults to "".
+        ylabel: Axis label left of the row labels. Defaults to "".
+        scale: Screen pixels per image pixel. Defaults to 4.
+
+    Returns:
+        A matplotlib `Figure` (close it with `plt.close` when done).
+    """
+    images = np.asarray(images, "float32")
+    grid = tile(images, num_columns)
+    height, width = images.shape[1:3]
+    rows = math.ceil(len(images) / num_columns)
+    for labels, count, what in ((row_labels, rows, "rows"), (column_labels, num_columns, "columns")):
+        if labels and len(labels) != count:
+            raise ValueError(f"Expected {count} labels for the {what}. Received {len(labels)}.")
+    margin_left = 0.3 + 0.07 * max([len(str(label)) for label in row_labels] or [0]) + (0.3 if ylabel else 0)
+    margin_bottom = 0.2 + (0.25 if column_labels else 0) + (0.25 if xlabel else 0)
+    width_inches = max(grid.shape[1] * scale / 100 + margin_left + 0.3, 4.5)
+    title = "\n".join(textwrap.fill(line, width=int(width_inches * 100 / 6.5)) for line in title.split("\n"))
+    figsize = (width_inches, grid.shape[0] * scale / 100 + margin_bottom + 0.25 + 0.17 * (title.count("\n") + 1))
+    figure, axes = plt.subplots(figsize=figsize, dpi=100)
+    image = grid[..., 0] if grid.shape[-1] == 1 else grid
+    axes.imshow(np.clip(image, 0.0, 1.0), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    axes.set_title(title, fontsize=8)
+    axes.set_yticks([r * (height + 1) + (height - 1) / 2 for r in range(rows)] if row_labels else [])
+    axes.set_yticklabels([str(label) for label in row_labels], fontsize=7)
+    axes.set_xticks([c * (width + 1) + (width - 1) / 2 for c in range(num_columns)] if column_labels else [])
+    axes.set_xticklabels([str(label) for label in column_labels], fontsize=6)
+    axes.tick_params(length=0)
+    axes.set_xlabel(xlabel, fontsize=7)
+    axes.set_ylabel(ylabel, fontsize=7)
+    for spine in axes.spines.values():
+        spine.set_visible(False)
+    return figure
+
+
+def sample_figure(images, num_columns: int | None = None, decoder: str = "",
+                  title: str = "Prior samples: decoder means at z ~ p(z)"):
+    """The figure of `sample_grid`."""
+    images = np.asarray(images)
+    columns = num_columns or math.ceil(math.sqrt(len(images)))
+    return grid_figure(images, columns, _title(title, decoder))
+
+
+def sample_grid(images, path, num_columns: int | None = None, decoder: str = "",
+                title: str = "Prior samples: decoder means at z ~ p(z)") -> Path:
+    """Writes a titled grid of images (e.g. `vae.sample(64)`) to `path`.
+
+    Args:
+        images: Images `(N, H, W, C)` in [0, 1].
+        path: The PNG to write.
+        num_columns: Images per row. Defaults to about sqrt(N).
+        decoder: A second title line, e.g. `decoder_caption(model, sigma)`.
+        title: What the images are. Defaults to prior samples.
+    """
+    return _save_figure(sample_figure(images, num_columns, decoder, title), path)
+
+
+def reconstruction_figure(originals, reconstructions, decoder: str = ""):
+    """The figure of `reconstruction_grid`."""
     originals, reconstructions = np.asarray(originals), np.asarray(reconstructions)
     if originals.shape != reconstructions.shape:
         raise ValueError(f"Shapes differ: originals {originals.shape}, reconstructions {reconstructions.shape}.")
     columns = min(len(originals), 8)
-    rows = []
+    rows, labels = [], []
     for start in range(0, len(originals), columns):
-        rows += [originals[start : start + columns], reconstructions[start : start + columns]]
-    return save_image(tile(np.concatenate(rows), num_columns=columns), path)
+        pair = (originals[start : start + columns], reconstructions[start : start + columns])
+        pad = columns - len(pair[0])  # a short last row: blank tiles keep the pairs aligned
+        rows += [np.concatenate([part, np.ones((pad, *part.shape[1:]), part.dtype)]) for part in pair]
+        labels += ["original", "reconstruction"]
+    title = "Reconstructions: each original above its reconstruction (decoder mean at the posterior mode)"
+    return grid_figure(np.concatenate(rows), columns, _title(title, decoder), row_labels=labels)
+
+
+def reconstruction_grid(originals, reconstructions, path, decoder: str = "") -> Path:
+    """Writes originals (rows labelled "original") above their reconstructions ("reconstruction") to `path`.
+
+    Args:
+        originals: Images `(N, H, W, C)`.
+        reconstructions: Their reconstructions, the same shape.
+        path: The PNG to write.
+        decoder: A second title line, e.g. `decoder_caption(model, sigma)`.
+    """
+    return _save_figure(reconstruction_figure(originals, reconstructions, decoder), path)
 
 
 # ------------------------------------------------------------ interpolation
@@ -94,8 +230,23 @@ def interpolate(z1, z2, steps: int = 10, method: str = "linear") -> np.ndarray:
     return (np.sin((1 - t) * omega) * z1 + np.sin(t * omega) * z2) / np.sin(omega)
 
 
-def interpolation_grid(model, x1, x2, path, steps: int = 10) -> Path:
-    """Decodes linear (top row) and spherical (bottom row) paths between two images' posterior means.
+def interpolation_figure(model, x1, x2, steps: int = 10, decoder: str = ""):
+    """The figure of `interpolation_grid`."""
+    x = np.stack([np.asarray(end, "float32").reshape(model.image_shape) for end in (x1, x2)])
+    means = np.asarray(model.encode(x)[0])
+    rows = []
+    for method in ("linear", "spherical"):
+        z = interpolate(means[0], means[1], steps, method).astype("float32")
+        rows.append(np.concatenate([x[:1], np.asarray(model.decode(z)[0]), x[1:]]))
+    t = np.linspace(0.0, 1.0, steps)
+    columns = ["image 1", *(f"t={value:.2g}" for value in t), "image 2"]
+    title = "Interpolation between the posterior means of image 1 and image 2 (decoder means)"
+    return grid_figure(np.concatenate(rows), steps + 2, _title(title, decoder), row_labels=["linear", "spherical"],
+                       column_labels=columns, xlabel="t: fraction of the way from image 1 to image 2")
+
+
+def interpolation_grid(model, x1, x2, path, steps: int = 10, decoder: str = "") -> Path:
+    """Decodes linear (row "linear") and spherical (row "spherical") paths between two images' posterior means.
 
     Args:
         model: A VAE with `encode` and `decode`.
@@ -103,33 +254,18 @@ def interpolation_grid(model, x1, x2, path, steps: int = 10) -> Path:
         x2: The second image.
         path: The PNG to write.
         steps: Images per row, ends included. Defaults to 10.
+        decoder: A second title line, e.g. `decoder_caption(model, sigma)`.
 
     Returns:
-        The path. Each row also shows the originals at its two ends.
+        The path. Each row also shows the originals at its two ends; the
+        columns are labelled with t.
     """
-    x = np.stack([np.asarray(end, "float32").reshape(model.image_shape) for end in (x1, x2)])
-    means = np.asarray(model.encode(x)[0])
-    rows = []
-    for method in ("linear", "spherical"):
-        z = interpolate(means[0], means[1], steps, method).astype("float32")
-        rows.append(np.concatenate([x[:1], np.asarray(model.decode(z)[0]), x[1:]]))
-    return save_image(tile(np.concatenate(rows), num_columns=steps + 2), path)
+    return _save_figure(interpolation_figure(model, x1, x2, steps, decoder), path)
 
 
-def latent_traversal(model, path, z=None, dims=None, span: float = 3.0, steps: int = 9) -> Path:
-    """One row per latent dimension: `z` with that dimension swept over [-span, span].
-
-    Args:
-        model: A VAE with `latent_dim` and `decode`.
-        path: The PNG to write.
-        z: The base latent `(latent_dim,)`. Defaults to zeros (the prior mean).
-        dims: Dimensions to show, e.g. the most active ones. Defaults to all.
-        span: Half-width of the sweep. Defaults to 3.
-        steps: Images per row. Defaults to 9.
-
-    Returns:
-        The path.
-    """
+def traversal_figure(model, z=None, dims=None, span: float = 3.0, steps: int = 9, decoder: str = "",
+                     kl_per_dim=None):
+    """The figure of `latent_traversal`."""
     latent_dim = model.latent_shape[0]
     base = np.zeros(latent_dim, "float32") if z is None else np.asarray(z, "float32").reshape(latent_dim)
     dims = list(range(latent_dim)) if dims is None else [int(d) for d in dims]
@@ -140,11 +276,39 @@ def latent_traversal(model, path, z=None, dims=None, span: float = 3.0, steps: i
     latents = np.repeat(base[None], len(dims) * steps, axis=0)
     for row, dim in enumerate(dims):
         latents[row * steps : (row + 1) * steps, dim] = values
-    return save_image(tile(np.asarray(model.decode(latents)[0]), num_columns=steps), path)
+    kl = None if kl_per_dim is None else np.asarray(kl_per_dim, "float64").ravel()
+    rows = [f"z[{d}]" + (f" KL {kl[d]:.2f}" if kl is not None and len(kl) == latent_dim else "") for d in dims]
+    at = "0 (the prior mean)" if z is None else "the given z"
+    title = (f"Latent traversal: dimensions {', '.join(map(str, dims))} of {latent_dim}, each swept over "
+             f"[{-span:g}, {span:g}], the others at {at}")
+    return grid_figure(np.asarray(model.decode(latents)[0]), steps, _title(title, decoder), row_labels=rows,
+                       column_labels=[f"{v:.2g}" for v in values], xlabel="value of the swept dimension",
+                       ylabel="latent dimension" + (" (KL in nats)" if kl is not None else ""))
+
+
+def latent_traversal(model, path, z=None, dims=None, span: float = 3.0, steps: int = 9, decoder: str = "",
+                     kl_per_dim=None) -> Path:
+    """One row per latent dimension (labelled `z[d]`): `z` with that dimension swept over [-span, span].
+
+    Args:
+        model: A VAE with `latent_dim` and `decode`.
+        path: The PNG to write.
+        z: The base latent `(latent_dim,)`. Defaults to zeros (the prior mean).
+        dims: Dimensions to show, e.g. the most active ones. Defaults to all.
+        span: Half-width of the sweep. Defaults to 3.
+        steps: Images per row. Defaults to 9.
+        decoder: A second title line, e.g. `decoder_caption(model, sigma)`.
+        kl_per_dim: The KL of every dimension, to add to the row labels. Defaults to None.
+
+    Returns:
+        The path. The title names the dimensions and the range; the columns are labelled with the values.
+    """
+    return _save_figure(traversal_figure(model, z, dims, span, steps, decoder, kl_per_dim), path)
 
 
 # ------------------------------------------------------------------ charts
-def kl_bars(kl_per_dim, path, collapse_nats: float = 0.1, figsize=(6.4, 3.2), dpi: int = 100) -> Path:
+def kl_bars(kl_per_dim, path, collapse_nats: float = 0.1, figsize=(6.4, 3.2), dpi: int = 100,
+            decoder: str = "") -> Path:
     """A bar chart of the KL of each latent dimension, with the collapse threshold drawn.
 
     Args:
@@ -154,21 +318,28 @@ def kl_bars(kl_per_dim, path, collapse_nats: float = 0.1, figsize=(6.4, 3.2), dp
             Defaults to 0.1.
         figsize: Inches. Defaults to (6.4, 3.2).
         dpi: Dots per inch. Defaults to 100.
+        decoder: A second title line, e.g. `decoder_caption(model, sigma)`.
     """
     kl = np.asarray(kl_per_dim, "float64").ravel()
     figure, axes = plt.subplots(figsize=figsize, dpi=dpi)
     colours = ["tab:grey" if value < collapse_nats else "tab:blue" for value in kl]
     axes.bar(np.arange(len(kl)), kl, color=colours)
-    axes.axhline(collapse_nats, color="tab:red", linestyle="--", linewidth=1, label=f"{collapse_nats} nats")
+    axes.bar([], [], color="tab:grey", label="collapsed")
+    axes.axhline(collapse_nats, color="tab:red", linestyle="--", linewidth=1,
+                 label=f"collapse threshold, {collapse_nats} nats")
     axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes.set_xlabel("latent dimension")
-    axes.set_ylabel("KL (nats)")
-    axes.set_title(f"KL per dimension: {int(np.sum(kl >= collapse_nats))} of {len(kl)} above {collapse_nats}")
-    axes.legend(loc="upper right")
+    axes.set_ylabel("KL (nats per image)")
+    title = (f"KL(q(z_d|x) || p(z_d)) per latent dimension: {int(np.sum(kl >= collapse_nats))} of {len(kl)} "
+             f"above {collapse_nats} nats")
+    axes.set_title(_title(title, decoder), fontsize=9)
+    axes.legend(loc="upper right", fontsize=8)
     return _save_figure(figure, path)
 
 
-def rate_distortion_curve(points, path, figsize=(6.4, 4.8), dpi: int = 100) -> Path:
+def rate_distortion_curve(points, path, figsize=(6.4, 4.8), dpi: int = 100,
+                          distortion_label: str = "distortion: MSE per pixel", log_scale: bool = True,
+                          title: str = "Rate-distortion: test KL against test distortion, one point per model") -> Path:
     """Distortion against rate: sweep points joined by a line, other models as labelled markers.
 
     Args:
@@ -178,6 +349,10 @@ def rate_distortion_curve(points, path, figsize=(6.4, 4.8), dpi: int = 100) -> P
         path: The PNG to write (`figsize * dpi` pixels).
         figsize: Inches. Defaults to (6.4, 4.8).
         dpi: Dots per inch. Defaults to 100.
+        distortion_label: The y axis label (what `distortion` is, and its
+            unit). Defaults to MSE per pixel.
+        log_scale: A logarithmic y axis. Defaults to True.
+        title: The title. Defaults to saying what a point is.
     """
     if not points:
         raise ValueError("Expected at least one point to plot.")
@@ -198,8 +373,10 @@ def rate_distortion_curve(points, path, figsize=(6.4, 4.8), dpi: int = 100) -> P
             axes.annotate(p.get("label", ""), (p["rate"], p["distortion"]), fontsize=7,
                           textcoords="offset points", xytext=(4, 4))
     axes.set_xlabel("rate: KL(q(z|x) || p(z)) (nats)")
-    axes.set_ylabel("distortion: MSE per pixel")
-    axes.set_yscale("log")
+    axes.set_ylabel(distortion_label)
+    axes.set_title(title, fontsize=9)
+    if log_scale:
+        axes.set_yscale("log")
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8)
     return _save_figure(figure, path)
@@ -209,7 +386,8 @@ def _save_figure(figure, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()  # keeps the pixel size, fits the labels inside it
-    figure.savefig(path)
+    with files.atomic_path(path) as temporary:
+        figure.savefig(temporary)
     plt.close(figure)
     return path
 
@@ -237,17 +415,21 @@ def model_figures(model, inputs, out, kl_per_dim=None, num_samples: int = 64, se
     images = inputs["x"]
     conditions = {name: value for name, value in inputs.items() if name != "x"}
     first = {name: value[:32] for name, value in inputs.items()}
+    decoder = decoder_caption(model, decoder_sigma(model, first))
     paths = [
         sample_grid(evaluation.prior_samples(model, num_samples, seed=seed, conditions=conditions),
-                    out / "samples.png", num_columns=8),
-        reconstruction_grid(images[:32], evaluation.reconstructions(model, first), out / "reconstructions.png"),
+                    out / "samples.png", num_columns=8, decoder=decoder),
+        reconstruction_grid(images[:32], evaluation.reconstructions(model, first), out / "reconstructions.png",
+                            decoder=decoder),
     ]
     if len(model.latent_shape) == 1 and not conditions:
         latent_dim = model.latent_shape[0]
-        paths.append(interpolation_grid(model, images[0], images[min(1, len(images) - 1)], out / "interpolation.png"))
-        order = np.argsort(-np.asarray(kl_per_dim)) if kl_per_dim is not None and len(kl_per_dim) == latent_dim \
-            else np.arange(latent_dim)
-        paths.append(latent_traversal(model, out / "traversal.png", dims=sorted(order[:8].tolist())))
+        paths.append(interpolation_grid(model, images[0], images[min(1, len(images) - 1)], out / "interpolation.png",
+                                        decoder=decoder))
+        known = kl_per_dim is not None and len(kl_per_dim) == latent_dim
+        order = np.argsort(-np.asarray(kl_per_dim)) if known else np.arange(latent_dim)
+        paths.append(latent_traversal(model, out / "traversal.png", dims=sorted(order[:8].tolist()), decoder=decoder,
+                                      kl_per_dim=kl_per_dim if known else None))
     if kl_per_dim is not None:
-        paths.append(kl_bars(kl_per_dim, out / "kl_per_dim.png"))
+        paths.append(kl_bars(kl_per_dim, out / "kl_per_dim.png", decoder=decoder))
     return paths
