@@ -20,6 +20,7 @@ setup(
         "absl-py",
         "matplotlib",
         "pillow",  # PNG strips and GIFs of videos (keras_vae.video)
+        "scikit-learn",  # mixture fits (keras_vae.samplers) and metric estimators (keras_vae.disentanglement)
         "scipy",
     ],
     extras_require={
