@@ -308,8 +308,12 @@ def _import_tfds(name: str):
     return tfds
 
 
-def _tfds_split(name: str, split: str, test_fraction: float):
-    """A tfds split; datasets without a 'test' split are sliced by `test_fraction`."""
+def tfds_split(name: str, split: str, test_fraction: float, feature: str | None = "image"):
+    """A tfds split; datasets without a 'test' split are sliced by `test_fraction`.
+
+    Raises a one-line `ValueError` for a missing tensorflow_datasets, an
+    unknown dataset or split, or (unless `feature` is None) a missing feature.
+    """
     tfds = _import_tfds(name)
     try:
         known = list(tfds.builder(name).info.splits)  # empty under tfds.testing.mock_data
@@ -324,8 +328,8 @@ def _tfds_split(name: str, split: str, test_fraction: float):
         dataset = tfds.load(name, split=key)
     except (ValueError, KeyError) as error:
         raise ValueError(f"tfds dataset {name!r} has no split {key!r} (splits: {known or 'unknown'}).") from error
-    if "image" not in dataset.element_spec:
-        raise ValueError(f"tfds dataset {name!r} has no 'image' feature (features: {list(dataset.element_spec)}).")
+    if feature is not None and feature not in dataset.element_spec:
+        raise ValueError(f"tfds dataset {name!r} has no {feature!r} feature (features: {list(dataset.element_spec)}).")
     return dataset
 
 
@@ -457,7 +461,7 @@ def load_arrays(name: str, split: str = "train", test_fraction: float = 0.1, wit
         x, y = sprites_lib.render(labels, _sprites_size(name)), labels[:, 0]
     elif name.startswith("tfds:"):
         tfds = _import_tfds(name[5:])
-        examples = list(tfds.as_numpy(_tfds_split(name[5:], split, test_fraction)))
+        examples = list(tfds.as_numpy(tfds_split(name[5:], split, test_fraction)))
         x = np.stack([e["image"] for e in examples]) if examples else np.zeros((0, 1, 1, 1), "uint8")
         y = np.array([e["label"] for e in examples]) if examples and "label" in examples[0] else None
     else:

@@ -208,16 +208,7 @@ def _leaf_shapes(shapes):
 def _tfds_videos(name: str, split: str, test_fraction: float) -> np.ndarray:
     import tensorflow_datasets as tfds
 
-    builder_splits = list(tfds.builder(name).info.splits)
-    key = split
-    if builder_splits and "test" not in builder_splits and split != "all":
-        cut = 100 - max(1, int(round(100 * test_fraction)))
-        key = f"train[:{cut}%]" if split == "train" else f"train[{cut}%:]"
-    try:
-        dataset = tfds.load(name, split=key)
-    except (ValueError, KeyError) as error:
-        raise ValueError(f"tfds dataset {name!r} has no split {key!r} (splits: {builder_splits or 'unknown'}).") \
-            from error
+    dataset = data_lib.tfds_split(name, split, test_fraction, feature=None)
     spec = dataset.element_spec
     ranked = [key for key, value in spec.items() if getattr(value, "shape", None) is not None
               and value.shape.rank == 4]
@@ -227,7 +218,7 @@ def _tfds_videos(name: str, split: str, test_fraction: float) -> np.ndarray:
         raise ValueError(f"tfds dataset {name!r} has no video feature of rank 4 (features: {list(spec)}).")
     videos = [example[feature] for example in tfds.as_numpy(dataset)]
     if not videos:
-        raise ValueError(f"tfds dataset {name!r} split {key!r} holds no videos.")
+        raise ValueError(f"tfds dataset {name!r} split {split!r} holds no videos.")
     return np.stack(videos)
 
 
