@@ -18,7 +18,7 @@ import sys
 from keras_vae import commands
 
 # Errors that describe bad input (a file, a flag value, a shape), shown as one line.
-USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError, FloatingPointError)
+USER_ERRORS = (ValueError, OSError, FloatingPointError)  # OSError: FileExistsError, PermissionError, ...
 HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull")
 
 

@@ -279,3 +279,18 @@ def test_cli_answers_a_garbage_model_and_an_ignored_flag_in_one_line(tmp_path, n
     assert trained.returncode != 0 and "Traceback" not in trained.stderr
     assert "does not use it. Received: sigma=-5.0" in trained.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("out", ["/sys/keras_vae_run", "/proc/keras_vae_run/inner"])
+def test_an_unwritable_out_is_refused_before_loading_anything(out, npz):
+    with pytest.raises(PermissionError, match=rf"--out={out} cannot be written \(/(sys|proc): "):
+        experiment.prepare_output(out, overwrite=False, create=False)
+    assert not __import__("os").path.exists(out)
+
+
+def test_the_cli_reports_an_unwritable_out_in_one_line(npz):
+    trained = _cli("train", f"--dataset={npz}", "--epochs=1", "--out=/sys/keras_vae_run")
+    assert trained.returncode != 0 and "Traceback" not in trained.stderr
+    last_line = trained.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: --out=/sys/keras_vae_run cannot be written (/sys: ")
+
