@@ -786,6 +786,7 @@ def evaluate_saved_model(
     out = Path(out) if out else model_path.parent / "eval"
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} is a file, not a folder.")
+    files.check_writable(out, "--out")
     files.refuse_existing([out / name for name in experiment.EVAL_FILES], overwrite,
                           "Choose another output folder (--out) or pass overwrite (--overwrite).")
     if feature_model not in ("auto", "none"):

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -88,7 +87,7 @@ def prepare_output(out, overwrite: bool, create: bool = True) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out={out} is a file, not a folder.")
-    _check_writable(out)
+    files.check_writable(out, "--out")
     existing = [name for name in RUN_FILES if (out / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(
@@ -100,18 +99,6 @@ def prepare_output(out, overwrite: bool, create: bool = True) -> Path:
     if create:
         out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-def _check_writable(out: Path) -> None:
-    """Raises `PermissionError` unless a file can be created in `out` (or its nearest existing parent).
-
-    The probe is a temporary folder, removed at once: a refused run leaves nothing behind.
-    """
-    parent = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
-    try:
-        tempfile.TemporaryDirectory(dir=parent, prefix=".keras_vae-probe-").cleanup()
-    except OSError as error:
-        raise PermissionError(f"--out={out} cannot be written ({parent}: {error.strerror}).") from None
 
 
 def stale_outputs(out) -> list[Path]:

@@ -160,6 +160,7 @@ def check_saved_model_target(base_dir, name: str = "vae", version: int = 1, over
     for folder in (Path(base_dir), parent):
         if folder.exists() and not folder.is_dir():
             raise NotADirectoryError(f"{folder} is a file, not a folder: choose another base folder (--out).")
+    files.check_writable(base_dir, "--out")
     target = parent / str(version)
     files.remove_partials(parent, str(version))  # what an export killed mid-write left
     if target.exists() and not overwrite:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 import uuid
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -106,6 +107,24 @@ def remove_partials(folder, stem: str) -> list[Path]:
                 leftover.unlink(missing_ok=True)
             removed.append(leftover)
     return removed
+
+
+def check_writable(folder, flag: str = "path") -> None:
+    """Raises `PermissionError` unless a file can be created in `folder` (or its nearest existing parent).
+
+    The probe is a temporary folder, removed at once, so a refused command
+    leaves nothing behind.
+
+    Args:
+        folder: The folder a command will write into; it need not exist.
+        flag: How the error names it, e.g. `"--out"`.
+    """
+    folder = Path(folder)
+    parent = next(f for f in (folder, *folder.absolute().parents) if f.exists())
+    try:
+        tempfile.TemporaryDirectory(dir=parent, prefix=".keras_vae-probe-").cleanup()
+    except OSError as error:
+        raise PermissionError(f"{flag}={folder} cannot be written ({parent}: {error.strerror}).") from None
 
 
 def refuse_existing(paths: Iterable, overwrite: bool, hint: str = "Choose another path or pass --overwrite.") -> None:

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vae import data, experiment, files
+from keras_vae import data, experiment, export, files
 from tests.conftest import make_images, tiny_vae
 
 
@@ -283,8 +283,10 @@ def test_cli_answers_a_garbage_model_and_an_ignored_flag_in_one_line(tmp_path, n
 
 @pytest.mark.parametrize("out", ["/sys/keras_vae_run", "/proc/keras_vae_run/inner"])
 def test_an_unwritable_out_is_refused_before_loading_anything(out, npz):
-    with pytest.raises(PermissionError, match=rf"--out={out} cannot be written \(/(sys|proc): "):
-        experiment.prepare_output(out, overwrite=False, create=False)
+    for check in (lambda: experiment.prepare_output(out, overwrite=False, create=False),
+                  lambda: export.check_saved_model_target(out, "vae", 1)):
+        with pytest.raises(PermissionError, match=rf"--out={out} cannot be written \(/(sys|proc): "):
+            check()
     assert not __import__("os").path.exists(out)
 
 
