@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import calibration, evaluation, latent_centering, latent_whitening
+from keras_vae.checks import positive_int
 from keras_vae.data import validate_images
 
 
@@ -57,8 +58,7 @@ class CollapseMonitor(keras.callbacks.Callback):
     def __init__(self, data, every: int = 1, collapse_nats: float = evaluation.COLLAPSE_NATS,
                  max_collapsed_fraction: float = 0.2, log_dir=None):
         super().__init__()
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"Expected a positive integer. Received: every={every!r}")
+        positive_int("every", every)
         if not 0.0 <= max_collapsed_fraction <= 1.0:
             raise ValueError(f"Expected 0 <= max_collapsed_fraction <= 1. Received: {max_collapsed_fraction}")
         self.data = evaluation.as_array(data)
@@ -129,10 +129,8 @@ class ImageLogger(keras.callbacks.Callback):
 
     def __init__(self, log_dir, images, num_samples: int = 16, every: int = 1, seed: int = 0):
         super().__init__()
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"Expected a positive integer. Received: every={every!r}")
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"Expected a positive integer. Received: num_samples={num_samples!r}")
+        positive_int("every", every)
+        positive_int("num_samples", num_samples)
         self.log_dir = log_dir
         self.images = evaluation.as_array(images)[:16]
         self.num_samples = num_samples
@@ -175,7 +173,7 @@ class _LatentAlignment(keras.callbacks.Callback):
 
     def __init__(self, data, every_epoch: bool = False, batch_size: int = 500):
         super().__init__()
-        evaluation._check_positive("batch_size", batch_size)
+        positive_int("batch_size", batch_size)
         self.data = evaluation.as_array(data)
         self.every_epoch = bool(every_epoch)
         self.batch_size = batch_size

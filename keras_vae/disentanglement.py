@@ -55,6 +55,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import scipy.stats
 
+from keras_vae.checks import positive_int
+
 # scikit-learn is imported inside the estimators: `import keras_vae` stays fast (about 1 s less).
 
 Representation = Callable[[np.ndarray], np.ndarray]
@@ -389,10 +391,6 @@ def dci(codes, factors, codes_test=None, factors_test=None, train_fraction: floa
 
 
 # ------------------------------------------------- scores that draw images
-def _check_count(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"Expected a positive integer. Received: {name}={value!r}")
-    return int(value)
 
 
 def _codes(representation: Representation, images) -> np.ndarray:
@@ -442,7 +440,7 @@ def beta_vae_score(representation: Representation, data: GroundTruthData, rng: n
     """
     import sklearn.linear_model
 
-    batch_size, num_train, num_eval = (_check_count(name, value) for name, value in (
+    batch_size, num_train, num_eval = (positive_int(name, value) for name, value in (
         ("batch_size", batch_size), ("num_train", num_train), ("num_eval", num_eval)))
     train_points, train_labels = _beta_vae_points(representation, data, rng, batch_size, num_train)
     eval_points, eval_labels = _beta_vae_points(representation, data, rng, batch_size, num_eval)
@@ -498,7 +496,7 @@ def factor_vae_score(representation: Representation, data: GroundTruthData, rng:
     """
     for name, value in (("batch_size", batch_size), ("num_train", num_train), ("num_eval", num_eval),
                         ("num_variance_estimate", num_variance_estimate)):
-        _check_count(name, value)
+        positive_int(name, value)
     _, images = data.sample(num_variance_estimate, rng)
     scale = np.var(_codes(representation, images), axis=0, ddof=1)
     active = np.sqrt(scale) >= prune_threshold

@@ -39,6 +39,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from keras_vae import latents
+from keras_vae.checks import positive_int
 from keras_vae.data import validate_images
 from keras_vae.likelihoods import Bernoulli, Gaussian
 from keras_vae.noise import SeededNoise
@@ -129,8 +130,7 @@ def input_batches(inputs: dict, batch_size: int, progress: bool = False, label: 
 
 
 def _batches(x: np.ndarray, batch_size: int, progress: bool, label: str) -> Iterable[np.ndarray]:
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"Expected a positive integer. Received: batch_size={batch_size!r}")
+    positive_int("batch_size", batch_size)
     bar = keras.utils.Progbar(len(x), unit_name="image") if progress else None
     if progress:
         print(label, flush=True)
@@ -139,11 +139,6 @@ def _batches(x: np.ndarray, batch_size: int, progress: bool, label: str) -> Iter
         yield batch
         if bar is not None:
             bar.add(len(batch))
-
-
-def _check_positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Expected a positive integer. Received: {name}={value!r}")
 
 
 # ------------------------------------------------------------- likelihood
@@ -183,7 +178,7 @@ def log_importance_weights(model, x, num_samples: int, chunk_size: int | None = 
     Returns:
         A numpy array `(num_samples, batch)` of log w in nats.
     """
-    _check_positive("num_samples", num_samples)
+    positive_int("num_samples", num_samples)
     chunk_size = chunk_size or num_samples
     inputs = {name: tf.convert_to_tensor(value) for name, value in as_inputs(model, x).items()}
     seed = int(np.random.randint(0, 2**31 - 1)) if seed is None else int(seed)
@@ -239,7 +234,7 @@ def iwae_log_likelihood(
         Burda, Grosse, Salakhutdinov. Importance Weighted Autoencoders.
         ICLR 2016. arXiv:1509.00519.
     """
-    _check_positive("num_samples", num_samples)
+    positive_int("num_samples", num_samples)
     inputs = as_inputs(model, data)
     chunk = _max_chunk(min(batch_size, len(inputs["x"])), num_samples, max_decoded)
     bounds = []
@@ -290,7 +285,7 @@ def elbo(model, data, num_samples: int = 1, batch_size: int = 100, seed: int | N
     Returns:
         A float.
     """
-    _check_positive("num_samples", num_samples)
+    positive_int("num_samples", num_samples)
     inputs = as_inputs(model, data)
     seed = int(np.random.randint(0, 2**31 - 1)) if seed is None else int(seed)
     values = []
@@ -337,7 +332,7 @@ def bits_per_dim(log_likelihood: float, num_dims: int, levels: int | None = None
     >>> bits_per_dim(0.0, 784, levels=256)
     8.0
     """
-    _check_positive("num_dims", num_dims)
+    positive_int("num_dims", num_dims)
     bits = -float(log_likelihood) / (num_dims * math.log(2))
     return bits + (math.log2(levels) if levels else 0.0)
 
@@ -642,7 +637,7 @@ def prior_samples(model, num_samples: int, batch_size: int = 500, seed: int | No
         conditions: For a conditional model, `{name: values}` cycled over the
             samples (e.g. the test labels). Defaults to None.
     """
-    _check_positive("num_samples", num_samples)
+    positive_int("num_samples", num_samples)
     names = list(model.condition_specs())
     if names and not conditions:
         raise ValueError(f"{type(model).__name__} samples given {', '.join(names)}: pass conditions={{...}}.")

@@ -37,15 +37,11 @@ import numpy as np
 import tensorflow_probability as tfp
 from keras import ops
 
+from keras_vae.checks import positive_int
 from keras_vae.posteriors import DiagonalGaussian
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
-
-
-def _check_positive_int(value, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"Expected a positive integer. Received: {name}={value!r}")
 
 
 def autoregressive_masks(num_inputs: int, hidden_units: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -93,8 +89,8 @@ class MaskedAutoregressiveNetwork(keras.layers.Layer):
 
     def __init__(self, latent_dim: int, hidden_units: int, **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int(latent_dim, "latent_dim")
-        _check_positive_int(hidden_units, "hidden_units")
+        positive_int("latent_dim", latent_dim)
+        positive_int("hidden_units", hidden_units)
         self.latent_dim = latent_dim
         self.hidden_units = hidden_units
         to_hidden, hidden_to_hidden, to_output = autoregressive_masks(latent_dim, hidden_units)
@@ -154,9 +150,9 @@ class IAFPosterior(keras.layers.Layer):
 
     def __init__(self, latent_dim: int, num_flows: int = 2, hidden_units: int = 320, base=None, **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int(latent_dim, "latent_dim")
-        _check_positive_int(num_flows, "num_flows")
-        _check_positive_int(hidden_units, "hidden_units")
+        positive_int("latent_dim", latent_dim)
+        positive_int("num_flows", num_flows)
+        positive_int("hidden_units", hidden_units)
         if isinstance(base, dict):
             base = keras.saving.deserialize_keras_object(base)
         base = DiagonalGaussian(latent_dim) if base is None else base

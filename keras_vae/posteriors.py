@@ -6,6 +6,8 @@ import keras
 import tensorflow_probability as tfp
 from keras import ops
 
+from keras_vae.checks import positive_int
+
 tfd = tfp.distributions
 
 
@@ -38,8 +40,7 @@ class DiagonalGaussian(keras.layers.Layer):
 
     def __init__(self, latent_dim: int, min_scale: float = 1e-4, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or latent_dim < 1:
-            raise ValueError(f"Expected a positive integer. Received: latent_dim={latent_dim!r}")
+        positive_int("latent_dim", latent_dim)
         if min_scale < 0:
             raise ValueError(f"Expected min_scale >= 0. Received: min_scale={min_scale}")
         self.latent_dim = latent_dim

@@ -33,15 +33,11 @@ import tensorflow_probability as tfp
 from keras import ops
 
 from keras_vae import latents
+from keras_vae.checks import positive_int
 
 tfd = tfp.distributions
 
 NAMES = ("standard", "mixture", "vamp")
-
-
-def _check_count(value, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"Expected a positive integer. Received: {name}={value!r}")
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -54,7 +50,7 @@ class StandardNormal(keras.layers.Layer):
 
     def __init__(self, latent_dim: int, **kwargs):
         super().__init__(**kwargs)
-        _check_count(latent_dim, "latent_dim")
+        positive_int("latent_dim", latent_dim)
         self.latent_dim = latent_dim
         self.built = True
 
@@ -94,7 +90,7 @@ class MixturePrior(StandardNormal):
 
     def __init__(self, latent_dim: int, num_components: int = 10, min_scale: float = 1e-3, seed: int = 0, **kwargs):
         super().__init__(latent_dim, **kwargs)
-        _check_count(num_components, "num_components")
+        positive_int("num_components", num_components)
         if not min_scale > 0:
             raise ValueError(f"Expected min_scale > 0. Received: min_scale={min_scale}")
         self.num_components = num_components
@@ -148,7 +144,7 @@ class VampPrior(keras.layers.Layer):
 
     def __init__(self, image_shape, num_pseudo_inputs: int = 500, pseudo_inputs=None, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
-        _check_count(num_pseudo_inputs, "num_pseudo_inputs")
+        positive_int("num_pseudo_inputs", num_pseudo_inputs)
         image_shape = tuple(int(d) for d in image_shape)
         if len(image_shape) != 3 or min(image_shape) < 1:
             raise ValueError(f"Expected image_shape (height, width, channels). Received: image_shape={image_shape}")

@@ -45,6 +45,7 @@ import tensorflow_probability as tfp
 from keras import ops
 
 from keras_vae import latents
+from keras_vae.checks import positive_int
 from keras_vae.noise import Noise, SeededNoise
 
 tfd = tfp.distributions
@@ -52,17 +53,12 @@ tfd = tfp.distributions
 NAMES = ("none", "gaussian", "gmm", "two_stage")
 
 
-def _check_count(value, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"Expected a positive integer. Received: {name}={value!r}")
-
-
 class _Sampler(keras.layers.Layer):
     """Shared parts: the latent size, the `fitted` flag (a weight, so it is saved) and the checks."""
 
     def __init__(self, latent_dim: int, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
-        _check_count(latent_dim, "latent_dim")
+        positive_int("latent_dim", latent_dim)
         self.latent_dim = latent_dim
         self.seed = seed
         self.fitted = self.add_weight(shape=(), initializer="zeros", trainable=False, name="fitted")
@@ -121,7 +117,7 @@ class GaussianMixtureSampler(_Sampler):
 
     def __init__(self, latent_dim: int, num_components: int = 10, seed: int = 0, **kwargs):
         super().__init__(latent_dim, seed, **kwargs)
-        _check_count(num_components, "num_components")
+        positive_int("num_components", num_components)
         self.num_components = num_components
         k, d = num_components, latent_dim
         self.logits = self.add_weight(shape=(k,), initializer="zeros", trainable=False, name="logits")
@@ -198,7 +194,7 @@ class TwoStageSampler(_Sampler):
         super().__init__(latent_dim, seed, **kwargs)
         for name, value in (("hidden_units", hidden_units), ("num_layers", num_layers), ("epochs", epochs),
                             ("batch_size", batch_size)):
-            _check_count(value, name)
+            positive_int(name, value)
         self.hidden_units, self.num_layers = hidden_units, num_layers
         self.epochs, self.batch_size, self.learning_rate = epochs, batch_size, float(learning_rate)
         d = latent_dim

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_vae.checks import positive_int
 from keras_vae.disentanglement import GroundTruthData
 
 FACTOR_NAMES = ("shape", "scale", "orientation", "x", "y")
@@ -63,12 +64,6 @@ def _check_factors(factors) -> np.ndarray:
             raise ValueError(f"Expected {name} indices in [0, {size}). Received values in "
                              f"[{values.min()}, {values.max()}].")
     return factors.astype("int64")
-
-
-def _check_size(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"Expected a positive integer. Received: {name}={value!r}")
-    return int(value)
 
 
 def factor_values(factors) -> dict[str, np.ndarray]:
@@ -121,9 +116,9 @@ def render(factors, image_size: int = 64, supersample: int = 4, batch_size: int 
     (1.0, 0.0)
     """
     factors = _check_factors(factors)
-    image_size = _check_size("image_size", image_size)
-    supersample = _check_size("supersample", supersample)
-    batch_size = _check_size("batch_size", batch_size)
+    image_size = positive_int("image_size", image_size)
+    supersample = positive_int("supersample", supersample)
+    batch_size = positive_int("batch_size", batch_size)
     # Only a window around each shape is evaluated: the largest rotated shape fits in `window` pixels.
     window = min(image_size, int(np.ceil(2 * _MARGIN * image_size)) + 2)
     offsets = ((np.arange(window * supersample) + 0.5) / supersample).astype("float32")  # sub-pixel centres
@@ -171,7 +166,7 @@ def sample_factors(num: int, rng: np.random.Generator) -> np.ndarray:
     >>> sample_factors(3, np.random.default_rng(0)).shape
     (3, 5)
     """
-    num = _check_size("num", num)
+    num = positive_int("num", num)
     return np.stack([rng.integers(0, size, num) for size in FACTOR_SIZES], axis=1).astype("int64")
 
 
@@ -213,7 +208,7 @@ def subset_factors(num_images: int | None = None, seed: int = 0) -> np.ndarray:
     factors = all_factors()
     if num_images is None:
         return factors
-    num_images = _check_size("num_images", num_images)
+    num_images = positive_int("num_images", num_images)
     if num_images > NUM_COMBINATIONS:
         raise ValueError(f"Expected num_images <= {NUM_COMBINATIONS} (every combination). Received: {num_images}")
     rows = np.random.default_rng(seed).choice(NUM_COMBINATIONS, size=num_images, replace=False)
@@ -244,8 +239,8 @@ class Sprites(GroundTruthData):
     factor_sizes = FACTOR_SIZES
 
     def __init__(self, image_size: int = 64, supersample: int = 4):
-        self.image_size = _check_size("image_size", image_size)
-        self.supersample = _check_size("supersample", supersample)
+        self.image_size = positive_int("image_size", image_size)
+        self.supersample = positive_int("supersample", supersample)
 
     def sample_factors(self, num: int, rng: np.random.Generator) -> np.ndarray:
         """`num` rows of independent uniform factor indices."""

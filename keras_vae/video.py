@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import data as data_lib
+from keras_vae.checks import positive_int
 
 MOVING_MNIST = "moving_mnist"
 
@@ -83,12 +84,6 @@ def validate_videos(x, frame_shape=None, min_frames: int | None = None, name: st
     if low < 0.0 or high > 1.0:
         raise ValueError(f"Expected pixel values in [0, 1]; {name} has values in [{low:g}, {high:g}]. "
                          "Divide 8-bit frames by 255 (keras_vae.data.to_float).")
-
-
-def _positive(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"Expected a positive integer. Received: {name}={value!r}")
-    return int(value)
 
 
 # ------------------------------------------------------------- SM-MNIST
@@ -139,9 +134,9 @@ def moving_mnist(
     """
     if split not in ("train", "test"):
         raise ValueError(f"Expected split 'train' or 'test' for moving_mnist. Received: split={split!r}")
-    num_sequences, num_frames = _positive("num_sequences", num_sequences), _positive("num_frames", num_frames)
-    num_digits = _positive("num_digits", num_digits)
-    if _positive("frame_size", frame_size) < 8:
+    num_sequences, num_frames = positive_int("num_sequences", num_sequences), positive_int("num_frames", num_frames)
+    num_digits = positive_int("num_digits", num_digits)
+    if positive_int("frame_size", frame_size) < 8:
         raise ValueError(f"Expected frame_size >= 8. Received: frame_size={frame_size}")
     digit_size = frame_size // 2
     top = frame_size - digit_size  # the largest top-left coordinate that keeps a digit in the frame

@@ -23,6 +23,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from keras import ops
 
+from keras_vae.checks import positive_int
 from keras_vae.layers import soft_clip
 from keras_vae.likelihoods.base import IMAGE_AXES, Likelihood
 
@@ -268,8 +269,7 @@ class DiscretizedLogisticMixture(_DiscreteLikelihood):
 
     def __init__(self, num_mixtures: int = 5, quantize: bool = False, **kwargs):
         super().__init__(quantize=quantize, **kwargs)
-        if not isinstance(num_mixtures, int) or isinstance(num_mixtures, bool) or num_mixtures < 1:
-            raise ValueError(f"Expected a positive integer. Received: num_mixtures={num_mixtures!r}")
+        positive_int("num_mixtures", num_mixtures)
         self.num_mixtures = num_mixtures
         self.params_per_channel = 3 * num_mixtures
 

@@ -19,6 +19,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_vae import networks
+from keras_vae.checks import positive_int
 from keras_vae.models.vae import VAE, build
 
 
@@ -62,8 +63,7 @@ class ConditionalVAE(VAE):
         seed: int | None = None,
         **kwargs,
     ):
-        if not isinstance(condition_dim, int) or isinstance(condition_dim, bool) or condition_dim < 1:
-            raise ValueError(f"Expected a positive integer. Received: condition_dim={condition_dim!r}")
+        positive_int("condition_dim", condition_dim)
         self.condition_dim = condition_dim
         self.categorical = bool(categorical)
         super().__init__(encoder, decoder, latent_dim, likelihood, beta, free_bits, posterior, seed, **kwargs)

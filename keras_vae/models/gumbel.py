@@ -31,14 +31,11 @@ import tensorflow_probability as tfp
 from keras import ops
 
 from keras_vae import networks
+from keras_vae.checks import positive_int
 from keras_vae.models.vae import VAE, build
 from keras_vae.noise import gumbel_from_uniform
 
 tfd = tfp.distributions
-
-def _check_positive_int(value, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"Expected a positive integer. Received: {name}={value!r}")
 
 
 def gumbel_softmax_sample(logits, temperature, uniform, hard: bool = False):
@@ -94,8 +91,8 @@ class GumbelSoftmax(keras.layers.Layer):
 
     def __init__(self, num_variables: int, num_classes: int, **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int(num_variables, "num_variables")
-        _check_positive_int(num_classes, "num_classes")
+        positive_int("num_variables", num_variables)
+        positive_int("num_classes", num_classes)
         if num_classes < 2:
             raise ValueError(f"Expected num_classes >= 2. Received: num_classes={num_classes}")
         self.num_variables = num_variables
@@ -175,8 +172,8 @@ class GumbelSoftmaxVAE(VAE):
         seed: int | None = None,
         **kwargs,
     ):
-        _check_positive_int(num_variables, "num_variables")
-        _check_positive_int(num_classes, "num_classes")
+        positive_int("num_variables", num_variables)
+        positive_int("num_classes", num_classes)
         if not temperature > 0:
             raise ValueError(f"Expected temperature > 0. Received: temperature={temperature}")
         self.num_variables = num_variables

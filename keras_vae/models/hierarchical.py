@@ -31,6 +31,7 @@ import tensorflow_probability as tfp
 from keras import ops
 
 from keras_vae import latents, networks
+from keras_vae.checks import positive_int
 from keras_vae.models.vae import VAE, build
 from keras_vae.posteriors import DiagonalGaussian
 
@@ -106,8 +107,7 @@ class HierarchicalVAE(VAE):
             raise ValueError(
                 f"Expected latent_dims = (z1_size, z2_size), positive integers. Received: latent_dims={latent_dims!r}"
             )
-        if not isinstance(hidden_units, int) or hidden_units < 1:
-            raise ValueError(f"Expected a positive integer. Received: hidden_units={hidden_units!r}")
+        positive_int("hidden_units", hidden_units)
         self.latent_dims = latent_dims
         self.hidden_units = hidden_units
         # `VAE.__init__` builds the model; the extra layers are made in `build`.

@@ -40,7 +40,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from keras import ops
 
-from keras_vae.models.vae import VAE, _check_count, build, checked_pixels
+from keras_vae.checks import positive_int
+from keras_vae.models.vae import VAE, build, checked_pixels
 from keras_vae.noise import FreshNoise, Noise
 from keras_vae.video import validate_videos
 
@@ -283,8 +284,7 @@ class SequenceVAE(VAE):
     ):
         for name, value in (("context_frames", context_frames), ("future_frames", future_frames),
                             ("hidden_units", hidden_units), ("latent_dim", latent_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"Expected a positive integer. Received: {name}={value!r}")
+            positive_int(name, value)
         try:
             feature_dim = int(encoder.output_shape[0][-1])
         except (AttributeError, TypeError, ValueError, IndexError) as error:
@@ -571,9 +571,8 @@ class SequenceVAE(VAE):
         Returns:
             Decoder means `(B, num_samples, num_future, H, W, C)`.
         """
-        _check_count(num_samples)
-        if not isinstance(num_future, int) or isinstance(num_future, bool) or num_future < 1:
-            raise ValueError(f"Expected a positive integer. Received: num_future={num_future!r}")
+        positive_int("num_samples", num_samples)
+        positive_int("num_future", num_future)
         context = self._check_video(context, 1, "context", self.context_frames)
         frames = self.rollout(_repeat(context, num_samples), num_future, noise=noise)[0]
         frames = tf.reshape(frames, (num_samples, -1, num_future, *self.image_shape))

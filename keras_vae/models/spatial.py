@@ -21,6 +21,7 @@ import tensorflow_probability as tfp
 from keras import layers, ops
 
 from keras_vae import latents
+from keras_vae.checks import positive_int
 from keras_vae.models.vae import VAE, build
 from keras_vae.networks import _check_image_shape, _crop_to
 
@@ -98,8 +99,7 @@ def spatial_encoder(
     (None, 4, 4, 128)
     """
     shape = _check_image_shape(input_shape, "input_shape")
-    if not isinstance(filters, int) or isinstance(filters, bool) or filters < 1:
-        raise ValueError(f"Expected a positive integer. Received: filters={filters!r}")
+    positive_int("filters", filters)
     x_in = keras.Input(shape, name="x")
     x = _conv_norm_relu(x_in, _conv(filters, 3))
     for stage in range(_num_stages(downsampling)):
@@ -127,8 +127,7 @@ def spatial_decoder(
     (None, 28, 28, 2)
     """
     height, width, channels = _check_image_shape(output_shape, "output_shape")
-    if not isinstance(filters, int) or isinstance(filters, bool) or filters < 1:
-        raise ValueError(f"Expected a positive integer. Received: filters={filters!r}")
+    positive_int("filters", filters)
     stages = _num_stages(downsampling)
     z = keras.Input(latent_map_shape(output_shape, downsampling, latent_channels), name="z")
     x = _conv_norm_relu(z, _conv(filters * 4, 3))
@@ -162,8 +161,7 @@ class SpatialDiagonalGaussian(keras.layers.Layer):
 
     def __init__(self, latent_channels: int, min_scale: float = 1e-4, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(latent_channels, int) or isinstance(latent_channels, bool) or latent_channels < 1:
-            raise ValueError(f"Expected a positive integer. Received: latent_channels={latent_channels!r}")
+        positive_int("latent_channels", latent_channels)
         self.latent_channels = latent_channels
         self.min_scale = float(min_scale)
         self.conv = layers.Conv2D(2 * latent_channels, 1, name="loc_and_scale")

@@ -17,6 +17,7 @@ from keras import ops
 
 from keras_vae import calibration, latents, networks
 from keras_vae import likelihoods as likelihoods_lib
+from keras_vae.checks import positive_int
 from keras_vae.data import validate_images
 from keras_vae.layers import cross_replica_sum
 from keras_vae.noise import Noise, SeededNoise
@@ -115,11 +116,6 @@ def _repeat_rows(value, times):
     return ops.reshape(tiled, (-1, *value.shape[1:]))
 
 
-def _check_count(num_samples) -> None:
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-        raise ValueError(f"Expected a positive integer. Received: num_samples={num_samples!r}")
-
-
 @keras.saving.register_keras_serializable(package="keras_vae")
 class VAE(keras.Model):
     """A VAE whose decoder likelihood (and so its calibration) is a layer, and the base of every family.
@@ -207,8 +203,7 @@ class VAE(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or latent_dim < 1:
-            raise ValueError(f"Expected a positive integer. Received: latent_dim={latent_dim!r}")
+        positive_int("latent_dim", latent_dim)
         if beta < 0:
             raise ValueError(f"Expected beta >= 0. Received: beta={beta}")
         if free_bits < 0:
@@ -575,7 +570,7 @@ class VAE(keras.Model):
 
     def sample(self, num_samples: int, *conditions):
         """Decoder means at `num_samples` draws z ~ p(z[| y]): `(num_samples, H, W, C)`."""
-        _check_count(num_samples)
+        positive_int("num_samples", num_samples)
         inputs = self._conditions(conditions)
         noise = self.noise()
         z = latents.draw(self.sampling_distribution(inputs), noise, num_samples)

@@ -40,6 +40,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from keras import ops
 
+from keras_vae.checks import positive_int
 from keras_vae.layers import cross_replica_sum
 from keras_vae.models.spatial import SpatialVAE
 from keras_vae.models.vae import build
@@ -50,11 +51,6 @@ tfd = tfp.distributions
 
 _USAGE_DECAY = 0.95
 _EPSILON = 1e-5
-
-
-def _check_positive_int(value, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"Expected a positive integer. Received: {name}={value!r}")
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -100,8 +96,8 @@ class VectorQuantizer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_positive_int(num_codes, "num_codes")
-        _check_positive_int(embedding_dim, "embedding_dim")
+        positive_int("num_codes", num_codes)
+        positive_int("embedding_dim", embedding_dim)
         if commitment_weight < 0:
             raise ValueError(f"Expected commitment_weight >= 0. Received: commitment_weight={commitment_weight}")
         if not 0.0 < ema_decay < 1.0:
@@ -408,8 +404,8 @@ class VQVAE(SpatialVAE):
         seed: int | None = None,
         **kwargs,
     ):
-        _check_positive_int(prior_filters, "prior_filters")
-        _check_positive_int(prior_layers, "prior_layers")
+        positive_int("prior_filters", prior_filters)
+        positive_int("prior_layers", prior_layers)
         self.num_codes = num_codes
         self.prior_filters = prior_filters
         self.prior_layers = prior_layers
@@ -503,8 +499,7 @@ class VQVAE(SpatialVAE):
 
     def sample_indices(self, num_samples: int):
         """Index maps drawn from the PixelCNN prior, one position at a time: `(num_samples, h, w)`."""
-        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-            raise ValueError(f"Expected a positive integer. Received: num_samples={num_samples!r}")
+        positive_int("num_samples", num_samples)
         return CodePrior(self).draw_indices(self.noise(), num_samples)
 
 
