@@ -64,6 +64,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import files, latents
+from keras_vae.checks import positive_int
 from keras_vae.models.vae import VAE, checked_pixels
 from keras_vae.noise import FreshNoise, Noise
 from keras_vae.serving_decoder import serving_decoder
@@ -131,12 +132,6 @@ def _check_name(name) -> str:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ValueError(f"Expected name to be a plain folder name like 'vae'. Received: name={name!r}")
     return name
-
-
-def _check_max_batch(max_batch) -> int:
-    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-        raise ValueError(f"Expected max_batch to be a positive integer. Received: max_batch={max_batch!r}")
-    return max_batch
 
 
 def check_saved_model_target(base_dir, name: str = "vae", version: int = 1, overwrite: bool = False) -> Path:
@@ -242,7 +237,7 @@ def signature_functions(model: VAE, decoder: keras.Model | None = None,
             to `MAX_BATCH`.
     """
     decoder = serving_decoder(model.decoder) if decoder is None else decoder
-    max_batch = _check_max_batch(max_batch)
+    max_batch = positive_int("max_batch", max_batch)
 
     def checked(tensor, spec):
         return _checked(tensor, spec, max_batch)
@@ -389,7 +384,7 @@ def saved_model(
     ('digits', '2')
     """
     check_exportable(model, allow_untrained)
-    max_batch = _check_max_batch(max_batch)
+    max_batch = positive_int("max_batch", max_batch)
     target = check_saved_model_target(base_dir, name, version, overwrite)
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -467,7 +462,7 @@ def tflite(
     check_exportable(model, allow_untrained)
     path, signatures = check_tflite_target(model, path, signatures, quantize, overwrite)
     with tempfile.TemporaryDirectory(prefix="keras_vae_tflite_") as folder:
-        _archive(model, signatures, max_batch=_check_max_batch(max_batch)).write_out(folder, verbose=False)
+        _archive(model, signatures, max_batch=positive_int("max_batch", max_batch)).write_out(folder, verbose=False)
         flatbuffer = _convert(folder, signatures, quantize)
     with files.atomic_path(path) as staging:
         staging.write_bytes(flatbuffer)
@@ -586,7 +581,7 @@ def litert_runner(path, signature: str = "decode", num_threads: int | None = Non
     """
     from ai_edge_litert.interpreter import Interpreter  # the optional [tflite] extra
 
-    max_batch = _check_max_batch(max_batch)
+    max_batch = positive_int("max_batch", max_batch)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No TFLite file at {path}.")
