@@ -78,7 +78,11 @@ def assert_one_elbo_everywhere(model, inputs: dict, tmp_path) -> float:
     )
     saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
     np.testing.assert_allclose(saved["elbo"], from_model.mean(), rtol=RTOL)
-    assert saved["iwae"] >= saved["elbo"] - 1e-3, (saved["iwae"], saved["elbo"])
+    # IWAE >= ELBO holds in expectation; eval.json holds one-draw estimates of both, so allow for
+    # the noise of the ELBO's estimate (3 standard deviations of the batch mean over 8 draws).
+    draws = np.stack([np.asarray(model.elbo(x, *labels, seed=(SEED[0] + 1 + i, 0))).mean() for i in range(8)])
+    margin = 3 * draws.std(ddof=1) + 1e-3
+    assert saved["iwae"] >= saved["elbo"] - margin, (saved["iwae"], saved["elbo"], margin)
     assert saved["kl_estimator"] in ("analytic", "monte_carlo")
     for key in ("kl_per_dim", "active_units", "mutual_information", "marginal_kl"):
         assert key in saved, key
