@@ -77,11 +77,11 @@ def refit_sigma(model, data, batch_size: int = 500) -> float | None:
     if not likelihood.is_optimal:
         return None
     layer = likelihood.optimal_sigma
-    reduction_axes = (0, 1, 2) if layer.reduction == "channel" else (0, 1, 2, 3)
     total, count = 0.0, 0
     for batch in evaluation.input_batches(evaluation.as_inputs(model, data), batch_size):
         z = model.decoder_latent(latents.mode(model.posterior_distribution(batch)))
         squared = np.square(batch["x"] - np.asarray(likelihood.mean(model.decoder_params(z, batch))))
+        reduction_axes = tuple(range(squared.ndim - (layer.reduction == "channel")))  # all (but the channels)
         total = total + squared.sum(axis=reduction_axes)
         count += squared.size // np.size(total)
     mse = np.asarray(total / count, "float32")

@@ -116,11 +116,14 @@ def validate_labels(y, num_images: int, name: str = "y") -> np.ndarray:
     return y.astype("int64")
 
 
-def check_splits(x_train, x_test, y_train=None, y_test=None, name: str = "the dataset") -> None:
+def check_splits(x_train, x_test, y_train=None, y_test=None, name: str = "the dataset",
+                 min_frames: int | None = None) -> None:
     """Checks a train and a test split against each other before anything trains on them.
 
-    Both are image batches (`validate_images`) of one image shape; labels,
-    where given, are one non-negative integer per image (`validate_labels`).
+    Both are image batches (`validate_images`) of one image shape, or both
+    video batches (`keras_vae.video.validate_videos`, rank 5) of one frame
+    shape and at least `min_frames` frames; labels, where given, are one
+    non-negative integer per image (`validate_labels`).
 
     Args:
         x_train: Train images `(N, H, W, C)`.
@@ -128,6 +131,7 @@ def check_splits(x_train, x_test, y_train=None, y_test=None, name: str = "the da
         y_train: Train labels or None.
         y_test: Test labels or None.
         name: The dataset, for messages.
+        min_frames: Videos: the fewest frames a video may have (context + 1). Defaults to None.
 
     Example:
 
@@ -136,11 +140,17 @@ def check_splits(x_train, x_test, y_train=None, y_test=None, name: str = "the da
     ...
     ValueError: d.npz: the test images have shape (8, 9, 1) but the train images (8, 8, 1); both splits ...
     """
-    validate_images(x_train, name=f"{name} (train)")
-    validate_images(x_test, name=f"{name} (test)")
-    if x_test.shape[1:] != x_train.shape[1:]:
-        raise ValueError(f"{name}: the test images have shape {x_test.shape[1:]} but the train images "
-                         f"{x_train.shape[1:]}; both splits need one image shape.")
+    if np.ndim(x_train) == 5:  # videos (N, T, H, W, C); the test videos may have another length
+        from keras_vae import video  # imports this module: imported here
+
+        video.validate_videos(x_train, min_frames=min_frames, name=f"{name} (train)")
+        video.validate_videos(x_test, x_train.shape[2:], min_frames, name=f"{name} (test)")
+    else:
+        validate_images(x_train, name=f"{name} (train)")
+        validate_images(x_test, name=f"{name} (test)")
+        if x_test.shape[1:] != x_train.shape[1:]:
+            raise ValueError(f"{name}: the test images have shape {x_test.shape[1:]} but the train images "
+                             f"{x_train.shape[1:]}; both splits need one image shape.")
     for labels, images, split in ((y_train, x_train, "train"), (y_test, x_test, "test")):
         if labels is not None:
             validate_labels(labels, len(images), name=f"the {split} labels of {name}")
@@ -421,7 +431,8 @@ def factors(name: str, split: str = "train", test_fraction: float = 0.1):
     return None
 
 
-def load_arrays(name: str, split: str = "train", test_fraction: float = 0.1, with_labels: bool = False):
+def load_arrays(name: str, split: str = "train", test_fraction: float = 0.1, with_labels: bool = False,
+                video_options: dict | None = None):
     """Loads a dataset as float32 numpy images `(N, H, W, C)` in [0, 1] (a video source, see
     `keras_vae.video.is_video_source`, gives videos `(N, T, H, W, C)`).
 
@@ -432,6 +443,9 @@ def load_arrays(name: str, split: str = "train", test_fraction: float = 0.1, wit
             the last images). Defaults to 0.1. MNIST always splits 9,000/1,000.
         with_labels: Also return labels (None where the source has none).
             Defaults to False.
+        video_options: Keyword arguments of `keras_vae.video.load_videos` for a
+            video source (`num_sequences`, `num_frames`, `frame_size`,
+            `num_digits`, `seed`); ignored by image sources. Defaults to its defaults.
 
     Returns:
         `x`, or `(x, y)` when `with_labels`.
@@ -450,7 +464,7 @@ def load_arrays(name: str, split: str = "train", test_fraction: float = 0.1, wit
     elif name.endswith(".npz") and Path(os.path.expanduser(name)).is_file():
         _check_npz_headers(Path(os.path.expanduser(name)))  # a hostile file fails here, before any source reads it
     if video.is_video_source(name):  # videos (N, T, H, W, C): `keras_vae.video.load_videos` (its defaults)
-        x = video.load_videos(name, split, test_fraction)
+        x = video.load_videos(name, split, test_fraction, **(video_options or {}))
         return (x, None) if with_labels else x
     if name == "mnist":
         x, y = _load_mnist(split)

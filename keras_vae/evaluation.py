@@ -44,6 +44,7 @@ from keras_vae.data import validate_images
 from keras_vae.likelihoods import Bernoulli, Gaussian
 from keras_vae.noise import SeededNoise
 from keras_vae.posteriors import WhitenedGaussian
+from keras_vae.video import validate_videos
 
 tfd = tfp.distributions
 
@@ -99,6 +100,9 @@ def as_inputs(model, data) -> dict:
     ['x']
     """
     names = list(model.condition_specs())
+    videos = model.input_specs()["x"].shape.rank == 5  # a model of videos (N, T, H, W, C)
+    if videos and not isinstance(data, (dict, tuple, tf.data.Dataset)):  # whole videos: the model splits them
+        data = {name: np.asarray(value) for name, value in model.as_inputs(np.asarray(data)).items()}
     if isinstance(data, tf.data.Dataset):
         parts = [element if isinstance(element, tuple) else (element,) for element in data.as_numpy_iterator()]
         if not parts:
@@ -115,7 +119,11 @@ def as_inputs(model, data) -> dict:
     if missing:
         raise ValueError(f"{type(model).__name__} needs {', '.join(missing)} besides the images: pass "
                          f"(images, {', '.join(missing)}).")
-    inputs["x"] = as_array(inputs["x"], getattr(model, "image_shape", None))
+    if videos:
+        inputs["x"] = np.asarray(inputs["x"], "float32")
+        validate_videos(inputs["x"], model.image_shape, min_frames=1)
+    else:
+        inputs["x"] = as_array(inputs["x"], getattr(model, "image_shape", None))
     for name in names:
         inputs[name] = np.asarray(inputs[name])
         if len(inputs[name]) != len(inputs["x"]):
@@ -742,6 +750,8 @@ def evaluate_saved_model(
     max_images: int = 0,
     feature_model: str = "auto",
     overwrite: bool = False,
+    video_options: dict | None = None,
+    num_futures: int = 100,
     **report_kwargs,
 ) -> dict:
     """Loads a saved VAE, runs `report` on a dataset split and writes `eval.json` and the PNGs.
@@ -759,7 +769,15 @@ def evaluate_saved_model(
             `keras_vae.feature_model.get`) or `"none"` (no FID).
         overwrite: Replace files evaluate writes (`eval.json`, the PNGs of
             `plots.model_figures`) that are already in `out`. Defaults to False.
-        **report_kwargs: Passed to `report` (iwae_samples, fid_samples, ...).
+        video_options: `keras_vae.video.load_videos` options of a video
+            dataset (`num_frames`, `num_digits`, `num_sequences`; a zero or
+            missing `num_frames` is the model's `num_frames`, and `frame_size`
+            is the model's frame size). Defaults to None.
+        num_futures: Futures per test video of a model with its own
+            `evaluation_report` (videos: the N of the best-of-N SSIM/PSNR).
+            Defaults to 100.
+        **report_kwargs: Passed to `report` (iwae_samples, fid_samples, ...);
+            `batch_size` and `seed` also to a model's `evaluation_report`.
 
     Returns:
         The report, also written to `out/eval.json`.
@@ -787,7 +805,20 @@ def evaluate_saved_model(
     if feature_model not in ("auto", "none"):
         raise ValueError(f"Expected feature_model 'auto' or 'none'. Received: feature_model={feature_model!r}")
     model = files.load_vae(model_path, "model")
-    x, y = data_lib.load_arrays(dataset, split, test_fraction, with_labels=True)
+    options = {key: value for key, value in (video_options or {}).items() if value}
+    options.setdefault("num_frames", getattr(model, "num_frames", 15))
+    options["frame_size"] = model.image_shape[0]
+    x, y = data_lib.load_arrays(dataset, split, test_fraction, with_labels=True, video_options=options)
+    if hasattr(model, "evaluation_report"):  # a model with a report of its own (e.g. of videos)
+        results, figures = model.evaluation_report(x[:max_images] if max_images else x,
+                                                   batch_size=report_kwargs.get("batch_size", 100),
+                                                   seed=report_kwargs.get("seed", 0), num_samples=num_futures)
+        results.update(model=str(model_path), dataset=dataset, split=split)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, write in figures.items():
+            write(out / name)
+        files.write_json(out / "eval.json", results)
+        return results
     names = list(model.condition_specs())
     if names and y is None:
         raise ValueError(f"{model_path} is a {type(model).__name__}, which needs labels, but {dataset} has none.")

@@ -40,7 +40,7 @@ BACKUP_SETTINGS = "run_config.json"  # in the backup folder: the settings of the
 BACKUP_TIMING = "timing.json"  # in the backup folder: the epochs trained and their seconds, over every process
 # What `python -m keras_vae evaluate` writes into its default output folder, `OUT/eval`.
 EVAL_FILES = ("eval.json", "samples.png", "reconstructions.png", "interpolation.png", "traversal.png",
-              "kl_per_dim.png")
+              "kl_per_dim.png", "best_of_n.png", "best_of_n.csv")  # the last two: models of videos
 
 
 def align_latents(model, x_train: np.ndarray, mode: str) -> float | None:
@@ -160,7 +160,10 @@ def evaluate(model: VAE, x_test: np.ndarray, batch_size: int = 128, y_test=None)
     reconstruction (`model.reconstruct`); `sigma` is the mean decoder sigma over the test set.
     Labels `y_test` go to models that take them (the conditional VAE); the
     model's further metrics (e.g. `perplexity`, `kl_z1`) come as `test_NAME`.
+    A model with a `run_metrics(x_test, batch_size)` hook (e.g. of videos) gives its own.
     """
+    if hasattr(model, "run_metrics"):
+        return model.run_metrics(x_test, batch_size)
     labels = () if y_test is None else (y_test,)
     results = model.evaluate(x_test, *labels, batch_size=batch_size, verbose=0, return_dict=True)
     reconstructions, sigmas, running_elbo = [], [], []
@@ -386,6 +389,60 @@ class _EpochTimer(keras.callbacks.Callback):
             files.write_json(self.record, {"epochs": self.epochs, "train_seconds": self.seconds})
 
 
+def video_options(config: RunConfig, split: str) -> dict:
+    """The `keras_vae.video.load_videos` options of a video `--dataset` (`moving_mnist`'s size flags).
+
+    Example:
+
+    >>> video_options(RunConfig(num_sequences=90), "test")["num_sequences"]
+    10
+    """
+    count = config.num_sequences
+    if count and split == "test":
+        count = max(1, count // 9)
+    return dict(num_sequences=count or None, num_frames=config.num_frames, frame_size=config.frame_size,
+                num_digits=config.num_digits)
+
+
+def check_data_kind(config: RunConfig, x_train: np.ndarray) -> dict:
+    """Refuses videos for a model of images and images for a model of videos (one that takes `context_frames`).
+
+    Returns:
+        The builder arguments the data set: `context_frames` and `future_frames` for videos, else none.
+    """
+    takes_videos = models.default_argument(models.FAMILIES.get(config.model, VAE), "context_frames") is not None
+    video_models = [name for name, family in models.FAMILIES.items()
+                    if models.default_argument(family, "context_frames") is not None]
+    if np.ndim(x_train) == 5 and not takes_videos:
+        raise ValueError(f"--dataset={config.dataset} holds videos (shape {x_train.shape[1:]}), but --model="
+                         f"{config.model} takes images. Use a model of videos (--model={'/'.join(video_models)}).")
+    if np.ndim(x_train) != 5 and takes_videos:
+        raise ValueError(f"--model={config.model} takes videos (N, T, H, W, C), but --dataset={config.dataset} "
+                         f"holds arrays of shape {x_train.shape}.")
+    if not takes_videos:
+        return {}
+    if x_train.shape[1] < config.context_frames + 1:
+        raise ValueError(f"--dataset={config.dataset} has {x_train.shape[1]} frames per video, but "
+                         f"--context_frames={config.context_frames} needs at least {config.context_frames + 1} "
+                         "(context frames + 1).")
+    return {"context_frames": config.context_frames, "future_frames": int(x_train.shape[1]) - config.context_frames}
+
+
+def run_figures(model: VAE, x_test: np.ndarray, y_test, metrics: dict, seed: int = 0) -> dict:
+    """The pictures `train` writes, `{file name: write(path)}`: the model's own (its `run_figures(x_test, seed)`
+    hook, e.g. video strips), else `samples.png` and `reconstructions.png`."""
+    if hasattr(model, "run_figures"):
+        return model.run_figures(x_test, seed=seed)
+    test_labels = () if y_test is None else (y_test[:32],)
+    decoder = plots.decoder_caption(model, metrics["sigma"])  # the likelihood and its sigma, in the titles
+    return {
+        "samples.png": lambda path: plots.sample_grid(np.asarray(model.sample(64)), path, num_columns=8,
+                                                      decoder=decoder),
+        "reconstructions.png": lambda path: plots.reconstruction_grid(
+            x_test[:32], np.asarray(model.reconstruct(x_test[:32], *test_labels)), path, decoder=decoder),
+    }
+
+
 def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple[VAE, dict]:
     """Trains and evaluates one run and writes its files into `config.out`.
 
@@ -405,21 +462,20 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         builder = _pixelcnn_builder(config)
     else:
         networks.get(config.network)
-    x_train, y_train = data.load_arrays(config.dataset, "train", config.test_fraction, with_labels=True)
-    x_test, y_test = data.load_arrays(config.dataset, "test", config.test_fraction, with_labels=True)
+    x_train, y_train = data.load_arrays(config.dataset, "train", config.test_fraction, with_labels=True,
+                                        video_options=video_options(config, "train"))
+    x_test, y_test = data.load_arrays(config.dataset, "test", config.test_fraction, with_labels=True,
+                                      video_options=video_options(config, "test"))
     likelihood.validate(x_train)  # e.g. 8-bit likelihoods need pixels on the 1/255 grid
-    if config.align_latents == "whiten" and len(x_train) <= config.latent_dim:
-        raise ValueError(
-            f"--align_latents=whiten fits a covariance of the {config.latent_dim} latent dimensions and needs more "
-            f"train images than that. Received {len(x_train)}. Use --align_latents=center or none."
-        )
-    model_kwargs = {}
+    model_kwargs = check_data_kind(config, x_train)
     if config.model == "conditional":
         if y_train is None or y_test is None:
             raise ValueError(f"--model=conditional needs labels, but dataset {config.dataset!r} has none.")
     else:
         y_train = y_test = None
-    data.check_splits(x_train, x_test, y_train, y_test, name=config.dataset)  # every array against every other
+    min_frames = config.context_frames + 1 if "context_frames" in model_kwargs else None
+    # every array against every other
+    data.check_splits(x_train, x_test, y_train, y_test, name=config.dataset, min_frames=min_frames)
     if y_train is not None:
         model_kwargs["num_classes"] = int(max(np.max(y_train), np.max(y_test))) + 1
     out = prepare_output(config.out, config.overwrite, create=False)
@@ -442,6 +498,11 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         model.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate),
             jit_compile="auto" if config.jit_compile is None else config.jit_compile,
+        )
+    if config.align_latents == "whiten" and latent_whitening.supports(model) and len(x_train) <= config.latent_dim:
+        raise ValueError(
+            f"--align_latents=whiten fits a covariance of the {config.latent_dim} latent dimensions and needs more "
+            f"train images than that. Received {len(x_train)}. Use --align_latents=center or none."
         )
     # Everything is checked: only now does the run write into `out`.
     created = not out.exists()
@@ -505,19 +566,16 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
     if not _is_chief(strategy):
         shutil.rmtree(backup, ignore_errors=True)
         return model, metrics
-    test_labels = () if y_test is None else (y_test[:32],)
+    figures = run_figures(model, x_test, y_test, metrics, config.seed)
     # Every file goes to a temporary name first; they are renamed into place together at the end of the
     # `with`, so a crash leaves the previous run's files (or none), never half of them.
     with contextlib.ExitStack() as stack:
-        temporary = {name: stack.enter_context(files.atomic_path(out / name)) for name in RUN_FILES}
+        temporary = {name: stack.enter_context(files.atomic_path(out / name))
+                     for name in ("model.keras", "metrics.json", *figures)}
         model.save(temporary["model.keras"])
         temporary["metrics.json"].write_text(json.dumps(metrics, indent=2) + "\n")
-        decoder = plots.decoder_caption(model, metrics["sigma"])  # the likelihood and its sigma, in the titles
-        plots.sample_grid(np.asarray(model.sample(64)), temporary["samples.png"], num_columns=8, decoder=decoder)
-        plots.reconstruction_grid(
-            x_test[:32], np.asarray(model.reconstruct(x_test[:32], *test_labels)), temporary["reconstructions.png"],
-            decoder=decoder,
-        )
+        for name, write in figures.items():
+            write(temporary[name])
     for path in stale:  # the old model's evaluation
         shutil.rmtree(path, ignore_errors=True)
     shutil.rmtree(backup, ignore_errors=True)  # the model is saved: the checkpoint is no longer needed

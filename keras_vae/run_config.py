@@ -94,6 +94,14 @@ class RunConfig:
                                          "sigma = 1).")
     refit_sigma: bool = setting(True, "After training, refit an optimal sigma on the train split at the final "
                                 "weights.")
+    context_frames: int = setting(5, "Video datasets: frames the model conditions on; it predicts the rest of each "
+                                  "video (SVG: 5 + 10).", lower_bound=1)
+    num_frames: int = setting(15, "--dataset=moving_mnist: frames per video.", lower_bound=2)
+    frame_size: int = setting(32, "--dataset=moving_mnist: frame height and width (a multiple of 8; SVG: 64).",
+                              lower_bound=8)
+    num_digits: int = setting(2, "--dataset=moving_mnist: digits per video.", lower_bound=1)
+    num_sequences: int = setting(0, "--dataset=moving_mnist: train videos to generate (the test split gets a ninth, "
+                                 "at least 1); 0: 9,000 and 1,000.", lower_bound=0)
 
 
 def field_help(name: str) -> str:

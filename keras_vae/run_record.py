@@ -61,6 +61,9 @@ LEGEND = {
     "train_images": ("images", "none (a count)", "images in the train split"),
     "test_images": ("images", "none (a count)", "images in the test split"),
     "test_perplexity": ("codes", "higher (more codes in use)", "perplexity of the codebook usage"),
+    # Models of videos: the per-image figures above are per predicted frame (a frame is an image).
+    "test_elbo_per_video": ("nats per video", "higher", "test ELBO summed over a video's predicted frames"),
+    "predicted_frames": ("frames", "none (a setting)", "frames predicted per video (after the context frames)"),
 }
 
 
@@ -91,7 +94,9 @@ def applied_flags(config, model, alignment_gain) -> dict:
 
     `sigma` applies to a fixed-sigma Gaussian only, `receptive_field` to the
     PixelCNN decoder, `data_dependent_start` to a learned or per-pixel sigma,
-    `refit_sigma` to an optimal sigma, `align_latents` to models that take it.
+    `refit_sigma` to an optimal sigma, `align_latents` to models that take it,
+    `context_frames` to models of videos, `num_frames`, `frame_size`,
+    `num_digits` and `num_sequences` to `--dataset=moving_mnist`.
     """
     settings = dataclasses.asdict(config)
     sigma_mode = getattr(model.likelihood, "sigma", None)
@@ -106,6 +111,10 @@ def applied_flags(config, model, alignment_gain) -> dict:
         skipped.add("refit_sigma")
     if alignment_gain is None and config.align_latents != "none":
         skipped.add("align_latents")
+    if not hasattr(model, "context_frames"):  # a model of images
+        skipped.add("context_frames")
+    if config.dataset != "moving_mnist":
+        skipped |= {"num_frames", "frame_size", "num_digits", "num_sequences"}
     return {name: value for name, value in settings.items() if name not in skipped}
 
 

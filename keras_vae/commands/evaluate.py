@@ -7,7 +7,9 @@ Example:
 writes `eval.json` (ELBO, IWAE, bits/dim, active units, mutual information,
 marginal KL, FID with its feature model named) and `samples.png`,
 `reconstructions.png`, `interpolation.png`, `traversal.png`,
-`kl_per_dim.png` into `--out`.
+`kl_per_dim.png` into `--out`. A model of videos (`--model=sequence` in train) writes instead its test ELBO
+and KL per frame and SVG's best-of-N SSIM and PSNR per predicted step (N = `--num_futures`, stated in
+`eval.json`) as `best_of_n.png` and `best_of_n.csv`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ flags.DEFINE_integer("batch_size", 100, "Images per batch.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of every random draw.")
 flags.DEFINE_string("out", None, "Output folder (default: an 'eval' folder beside --model).")
 flags.DEFINE_bool("overwrite", False, "Replace files evaluate writes (eval.json, its PNGs) already in --out.")
+flags.DEFINE_integer("num_futures", 100, "Models of videos: sampled futures per test video for the best-of-N SSIM "
+                     "and PSNR (SVG: 100).", lower_bound=1)
+flags.DEFINE_integer("num_frames", 0, "--dataset=moving_mnist: frames per video (0: the model's context + future).",
+                     lower_bound=0)
+flags.DEFINE_integer("num_digits", 2, "--dataset=moving_mnist: digits per video.", lower_bound=1)
+flags.DEFINE_integer("num_sequences", 0, "--dataset=moving_mnist: test videos to generate (0: 1,000).",
+                     lower_bound=0)
 
 FLAGS = flags.FLAGS
 
@@ -43,8 +52,15 @@ def main(argv: list[str]) -> None:
         FLAGS.model, FLAGS.dataset, FLAGS.out, split=FLAGS.split, test_fraction=FLAGS.test_fraction,
         max_images=FLAGS.max_images, feature_model=FLAGS.feature_model, overwrite=FLAGS.overwrite,
         iwae_samples=FLAGS.iwae_samples, fid_samples=FLAGS.fid_samples, dequantized_bits=FLAGS.dequantize,
-        batch_size=FLAGS.batch_size, seed=FLAGS.seed, progress=True,
+        batch_size=FLAGS.batch_size, seed=FLAGS.seed, progress=True, num_futures=FLAGS.num_futures,
+        video_options=dict(num_frames=FLAGS.num_frames, num_digits=FLAGS.num_digits,
+                           num_sequences=FLAGS.num_sequences),
     )
+    if "best_of_n" in results:  # a model of videos
+        print(f"ELBO {results['elbo']:.1f} nats/frame, KL {results['kl']:.2f} nats/frame, best of "
+              f"N={results['best_of_n']}: SSIM {results['ssim']:.3f}, PSNR {results['psnr']:.2f} dB over "
+              f"{results['predicted_frames']} predicted frames of {results['videos']} videos")
+        return
     fid_text = f", FID(prior) {results['fid_prior']:.2f}" if "fid_prior" in results else ""
     print(
         f"ELBO {results['elbo']:.1f}, IWAE(K={FLAGS.iwae_samples}) {results['iwae']:.1f} nats/image, "

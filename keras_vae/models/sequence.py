@@ -592,6 +592,31 @@ class SequenceVAE(VAE):
 
         return {"predict": (predict, [context_spec, count_spec])}
 
+    # -------------------------------------------- hooks of train and evaluate (keras_vae.video_runs)
+    @property
+    def num_frames(self) -> int:
+        """Frames of the videos the model was built for: `context_frames + future_frames`."""
+        return self.context_frames + self.future_frames
+
+    def run_metrics(self, x_test, batch_size: int = 128) -> dict:
+        """`train`'s test numbers, per predicted frame (`keras_vae.video_runs.run_metrics`)."""
+        from keras_vae import video_runs
+
+        return video_runs.run_metrics(self, x_test, batch_size)
+
+    def run_figures(self, x_test, seed: int = 0) -> dict:
+        """`train`'s pictures: prediction strips and a GIF (`keras_vae.video_runs.run_figures`)."""
+        from keras_vae import video_runs
+
+        return video_runs.run_figures(self, x_test, seed)
+
+    def evaluation_report(self, x, batch_size: int = 100, seed: int = 0, num_samples: int = 100) -> tuple:
+        """`evaluate`'s report: ELBO and KL per frame, best-of-N SSIM/PSNR per step
+        (`keras_vae.video_runs.evaluation_report`)."""
+        from keras_vae import video_runs
+
+        return video_runs.evaluation_report(self, x, batch_size, seed, num_samples)
+
     def sample(self, num_samples: int, context=None):
         """Futures of `future_frames` frames from the learned prior: `(num_samples * B, future_frames, H, W, C)`
         (draw-major). `predict` gives any length, shaped per video."""
