@@ -41,9 +41,9 @@ from keras_vae.noise import SeededNoise  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 ROWS = {
     "learned": dict(sigma="learned"),
-    "learned, paper start": dict(sigma="learned", data_dependent_start=False),
+    "learned (paper start)": dict(sigma="learned", data_dependent_start=False),
     "per_pixel": dict(sigma="per_pixel"),
-    "per_pixel, paper start": dict(sigma="per_pixel", data_dependent_start=False),
+    "per_pixel (paper start)": dict(sigma="per_pixel", data_dependent_start=False),
     "optimal": dict(sigma="optimal"),
     "optimal_per_image": dict(sigma="optimal_per_image"),
 }
@@ -129,7 +129,8 @@ def run(dataset: str, row: str, x_train, x_test) -> dict:
     model.fit(x_train, batch_size=128, epochs=FLAGS.epochs, shuffle=True, verbose=0, callbacks=[checkpoints])
     order = sorted(checkpoints.rows, key=checkpoints.steps.get)
     return {"dataset": dataset, "row": row, "checkpoints": {name: checkpoints.rows[name] for name in order},
-            "images_per_second": checkpoints.step * 128 / max(checkpoints.seconds, 1e-9)}
+            "images_per_second": checkpoints.step * 128 / max(checkpoints.seconds, 1e-9),
+            "log_sigma_scale": likelihood.log_sigma_scale, "written": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def to_markdown(results: list[dict]) -> str:
@@ -177,14 +178,16 @@ def _write(path: Path, text: str) -> None:
 def main(argv):
     RESULTS.mkdir(parents=True, exist_ok=True)
     json_path = RESULTS / "calibration.json"
-    # Keep the saved rows of datasets this run does not redo.
-    results = [r for r in (json.loads(json_path.read_text()) if json_path.exists() else [])
-               if r["dataset"] not in FLAGS.datasets]
+    # Keep the saved rows this run does not redo, in their place.
+    results = json.loads(json_path.read_text()) if json_path.exists() else []
     for dataset in FLAGS.datasets:
         x_train, x_test = load(dataset)
         for row in FLAGS.rows:
-            results.append(run(dataset, row, x_train, x_test))
-            print(json.dumps(results[-1]), flush=True)
+            redone = run(dataset, row, x_train, x_test)
+            kept = [r for r in results if (r["dataset"], r["row"]) != (dataset, row)]
+            results = kept + [redone] if len(kept) == len(results) else [
+                redone if (r["dataset"], r["row"]) == (dataset, row) else r for r in results]
+            print(json.dumps(redone), flush=True)
             _write(json_path, json.dumps(results, indent=2) + "\n")
             _write(RESULTS / "calibration.md", to_markdown(results))
     print((RESULTS / "calibration.md").read_text())

@@ -38,7 +38,7 @@ CONFIGS = {
                       restart_dead_codes=False),
     "vlae": dict(model="vlae", likelihood="optimal", receptive_field=3, filters=8),
     # The data-dependent start of a learned sigma, on the first global batch.
-    # (log_sigma_scale 1: plain SGD on the default scale of 10, made for Adam, is unstable here.)
+    # (log_sigma_scale 1: plain SGD on the default scale of 30, made for Adam, is unstable here.)
     "learned_start": dict(network="mlp", likelihood="learned", log_sigma_scale=1.0),
 }
 LABELLED = {"conditional"}

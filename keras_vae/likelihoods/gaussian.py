@@ -39,8 +39,9 @@ class Gaussian(Likelihood):
       It is parameterised as `log_sigma = log_sigma_scale * v` with a
       trainable `v`, so Adam (whose steps have size ~lr in `v`) moves
       log sigma `log_sigma_scale` times faster: at lr 1e-3 and the default
-      scale 10 it crosses from sigma=1 to sigma=0.1 in about 250 steps
-      instead of 2,300;
+      scale 30 it crosses from sigma=1 to sigma=0.1 in about 80 steps
+      instead of 2,300, so it keeps up with the falling error of the first
+      epoch;
     - `"optimal"`: sigma**2 = MSE over the batch (analytic optimum);
     - `"optimal_per_image"`: sigma**2 = MSE of each image (BS-VAE);
     - `"optimal_per_channel"`: sigma**2 = MSE per channel;
@@ -59,7 +60,7 @@ class Gaussian(Likelihood):
         sigma: A positive float or one of `GAUSSIAN_SIGMA_MODES`. Defaults to
             `"optimal"`.
         min_log_sigma: The soft floor of log sigma. Defaults to -6.
-        log_sigma_scale: Speed-up of the learned log sigma. Defaults to 10.
+        log_sigma_scale: Speed-up of the learned log sigma. Defaults to 30.
         momentum: Momentum of the optimal modes' running MSE. Defaults to 0.99.
         data_dependent_start: Start a learned or per-pixel sigma at the RMSE
             of the untrained reconstruction of the first training batch
@@ -82,7 +83,7 @@ class Gaussian(Likelihood):
         self,
         sigma: float | str = "optimal",
         min_log_sigma: float = -6.0,
-        log_sigma_scale: float = 10.0,
+        log_sigma_scale: float = 30.0,
         momentum: float = 0.99,
         data_dependent_start: bool = True,
         **kwargs,
