@@ -125,14 +125,18 @@ class ImageLogger(keras.callbacks.Callback):
         num_samples: Prior samples per grid. Defaults to 16.
         every: Log every this many epochs. Defaults to 1.
         seed: Seed of the fixed prior draws. Defaults to 0.
+        conditions: For a model with conditions, `{name: values}` of the
+            `images` (e.g. `{"y": labels}`); the samples cycle over them.
+            Defaults to None.
     """
 
-    def __init__(self, log_dir, images, num_samples: int = 16, every: int = 1, seed: int = 0):
+    def __init__(self, log_dir, images, num_samples: int = 16, every: int = 1, seed: int = 0, conditions=None):
         super().__init__()
         positive_int("every", every)
         positive_int("num_samples", num_samples)
         self.log_dir = log_dir
         self.images = evaluation.as_array(images)[:16]
+        self.conditions = {name: np.asarray(values)[:16] for name, values in (conditions or {}).items()}
         self.num_samples = num_samples
         self.every = every
         self.seed = seed
@@ -142,8 +146,9 @@ class ImageLogger(keras.callbacks.Callback):
         """The current `samples` and `reconstructions` grids, each `(height, width, C)` in [0, 1]."""
         from keras_vae import plots
 
-        samples = evaluation.prior_samples(self.model, self.num_samples, seed=self.seed)  # a VAE: the same z each epoch
-        reconstructions = np.asarray(self.model.reconstruct(self.images))
+        samples = evaluation.prior_samples(self.model, self.num_samples, seed=self.seed,  # the same z each epoch
+                                           conditions=self.conditions)
+        reconstructions = np.asarray(self.model.reconstruct(self.images, *self.conditions.values()))
         columns = min(len(self.images), 8)
         rows = []
         for start in range(0, len(self.images), columns):

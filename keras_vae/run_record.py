@@ -237,14 +237,19 @@ def callbacks(out, backup, x_test, y_test=None, model=None, batch_size: int = 12
         backup: Its checkpoint folder (`EpochHistory` keeps its rows there).
         x_test: The test images (validation, collapse statistics, reconstructions).
         y_test: Their labels, for models that take them. Defaults to None.
-        model: The model, to skip the image and collapse logs for models
-            with conditions (they need labels). Defaults to None.
+        model: The model: one with conditions gets its images logged with
+            `y_test` and no collapse log (`CollapseMonitor` takes no labels).
+            Defaults to None.
         batch_size: Validation batch size. Defaults to 128.
         seed: Seed of the fixed prior draws in TensorBoard. Defaults to 0.
     """
     log_dir = Path(out) / TENSORBOARD
     recorded = [Validation(x_test, y_test, batch_size)]
-    if model is None or not model.condition_specs():
-        recorded += [kv_callbacks.CollapseMonitor(x_test[:500], log_dir=log_dir / "posterior"),
-                     kv_callbacks.ImageLogger(log_dir / "images", x_test[:16], num_samples=64, seed=seed)]
+    names = list(model.condition_specs()) if model is not None else []
+    if not names:
+        recorded.append(kv_callbacks.CollapseMonitor(x_test[:500], log_dir=log_dir / "posterior"))
+    if not names or y_test is not None:
+        conditions = {names[0]: y_test[:16]} if names else None
+        recorded.append(kv_callbacks.ImageLogger(log_dir / "images", x_test[:16], num_samples=64, seed=seed,
+                                                 conditions=conditions))
     return [*recorded, EpochHistory(Path(out) / HISTORY, log_dir, Path(backup) / BACKUP_HISTORY)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_vae import callbacks, evaluation
+from keras_vae import callbacks, evaluation, models
 from tests.conftest import make_images, tiny_vae
 
 
@@ -59,6 +59,21 @@ def test_image_logger_writes_sample_and_reconstruction_images(tmp_path):
     assert images["reconstructions"].shape[:2] == (2 * 9 - 1, 4 * 9 - 1)
     expected = logger.grids()["reconstructions"]
     np.testing.assert_allclose(images["reconstructions"][..., 0] / 255.0, expected[..., 0], atol=1 / 255 + 1e-6)
+
+
+def test_image_logger_of_a_conditional_model_uses_the_labels(tmp_path):
+    x, y = make_images(16), np.arange(16) % 2
+    vae = models.build_conditional_vae((8, 8, 1), num_classes=2, network="mlp", latent_dim=2, seed=0)
+    vae.compile(optimizer="adam")
+    logger = callbacks.ImageLogger(tmp_path, x[:4], num_samples=4, conditions={"y": y[:4]})
+    vae.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[logger])
+    assert {value.tag for event in _events(tmp_path) for value in event.summary.value} == {"samples", "reconstructions"}
+    grids = logger.grids()
+    other = callbacks.ImageLogger(tmp_path / "other", x[:4], num_samples=4, conditions={"y": 1 - y[:4]})
+    other.set_model(vae)
+    # The labels reach the decoder: other labels, other reconstructions and samples at the same z.
+    for name in ("samples", "reconstructions"):
+        assert np.abs(other.grids()[name] - grids[name]).max() > 1e-3, name
 
 
 def _events(log_dir):

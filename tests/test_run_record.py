@@ -110,6 +110,15 @@ def test_applied_flags_follow_the_likelihood_and_network():
     assert "data_dependent_start" in flags and "sigma" not in flags and "align_latents" not in flags
 
 
+def test_a_conditional_run_logs_its_images_with_the_test_labels(tmp_path):
+    x, y = make_images(8), np.arange(8) % 2
+    model = kv.models.build_conditional_vae((8, 8, 1), num_classes=2, network="mlp", latent_dim=2)
+    recorded = run_record.callbacks(tmp_path, tmp_path / "backup", x, y, model=model)
+    loggers = [c for c in recorded if isinstance(c, kv.callbacks.ImageLogger)]
+    assert len(loggers) == 1 and np.array_equal(loggers[0].conditions["y"], y)
+    assert not any(isinstance(c, kv.callbacks.CollapseMonitor) for c in recorded)  # it takes no labels
+
+
 def test_epoch_history_survives_a_resumed_run(tmp_path):
     record, csv_path, log_dir = tmp_path / "backup" / "history.json", tmp_path / "history.csv", tmp_path / "tb"
     first = run_record.EpochHistory(csv_path, log_dir, record)
