@@ -175,14 +175,5 @@ def _whitened_head(model: VAE) -> WhitenedGaussian:
     assert isinstance(head, DiagonalGaussian)
     whitened = WhitenedGaussian(head, dtype=head.dtype_policy, name=f"whitened_{head.name}")
     whitened.build(model.encoder.output_shape)
-    # A built Keras model locks its state; swap the head the way `Sequential.pop` edits its layers.
-    model._tracker.unlock()
-    model.posterior = whitened
-    model._layers.remove(head)
-    model._tracker.lock()
-    # Keras's compiled step functions traced the old head: trace them again (also mid-`fit`, which reads
-    # `model.train_function` at every step).
-    for kind in ("train", "test", "predict"):
-        if getattr(model, f"{kind}_function", None) is not None:
-            getattr(model, f"make_{kind}_function")(force=True)
+    model.replace_sublayer("posterior", whitened)
     return whitened

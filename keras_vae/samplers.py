@@ -313,25 +313,13 @@ def fit(model, sampler: _Sampler, data, batch_size: int = 500, seed: int = 0) ->
                         "samplers serve models whose latent is one vector, such as keras_vae.VAE.")
     sampler.check(model.latent_shape, model.image_shape)
     sampler.fit(codes(model, data, batch_size, seed))
-    _set_sampler(model, sampler)
+    model.replace_sublayer("sampler", sampler)
     return sampler
 
 
 def detach(model) -> None:
     """Removes the model's sampler, in place: `sample` draws from the prior again."""
-    _set_sampler(model, None)
-
-
-def _set_sampler(model, sampler) -> None:
-    if model.sampler is sampler:
-        return
-    # A built Keras model locks its state; swap the sampler the way `latent_whitening` swaps a head.
-    previous = model.sampler
-    model._tracker.unlock()
-    model.sampler = sampler
-    if previous is not None:
-        model._layers.remove(previous)
-    model._tracker.lock()
+    model.replace_sublayer("sampler", None)
 
 
 def get(name: str, latent_dim: int, size: int | None = None) -> _Sampler | None:

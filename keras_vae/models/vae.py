@@ -404,6 +404,26 @@ class VAE(keras.Model):
         finally:
             self.__dict__["_substitutes"] = previous or {}
 
+    def replace_sublayer(self, attribute: str, layer: keras.layers.Layer | None) -> None:
+        """Sets the sublayer `self.<attribute>` (e.g. `posterior`, `sampler`) to `layer` (or None), in place.
+
+        A built Keras model locks its state: it is unlocked for the swap, the
+        way `Sequential.pop` edits its layers, and compiled step functions,
+        which traced the old layer, are traced again (also mid-`fit`, which
+        reads `train_function` at every step).
+        """
+        previous = getattr(self, attribute)
+        if previous is layer:
+            return
+        self._tracker.unlock()
+        setattr(self, attribute, layer)
+        if previous is not None:
+            self._layers.remove(previous)
+        self._tracker.lock()
+        for kind in ("train", "test", "predict"):
+            if getattr(self, f"{kind}_function", None) is not None:
+                getattr(self, f"make_{kind}_function")(force=True)
+
     # ------------------------------------------------------------ inputs
     def as_inputs(self, inputs, *conditions) -> dict:
         """An inputs dict from a dict, a batch of images plus conditions, or an `(x, y)` tuple."""
