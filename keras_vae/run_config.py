@@ -107,3 +107,27 @@ class RunConfig:
 def field_help(name: str) -> str:
     """The help of the `RunConfig` field (and `train` flag) `name`."""
     return RunConfig.__dataclass_fields__[name].metadata["help"]
+
+
+# The `RunConfig` fields a sweep sets for each point itself (not flags of `python -m keras_vae sweep`).
+SWEPT_FIELDS = ("likelihood", "beta", "sigma", "out", "overwrite")
+
+
+@dataclasses.dataclass
+class SweepConfig:
+    """The flags of `python -m keras_vae sweep` besides the `RunConfig` fields every point shares.
+
+    Example:
+
+    >>> SweepConfig().betas
+    '0.01,0.1,1,10'
+    """
+
+    betas: str = setting("0.01,0.1,1,10", "Comma-separated KL weights, one beta-VAE point each (Gaussian decoder, "
+                         "sigma = 1); '' for none.")
+    sigma_modes: str = setting("learned,optimal,optimal_per_image", "Comma-separated calibrated likelihoods, one "
+                               "point each at beta = 1; '' for none.")
+    out: str = setting("runs/sweep", "Sweep folder: each point trains in OUT/<label>/ (e.g. OUT/beta_0.1); the table "
+                       "(rate_distortion.md, .json) and plot (rate_distortion.png) go in OUT.")
+    overwrite: bool = setting(False, "Retrain points whose run in --out (finished or interrupted) has other settings. "
+                              "A finished point with the same settings is always kept; an interrupted one resumes.")

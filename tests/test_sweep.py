@@ -30,8 +30,10 @@ def test_rate_distortion_sweep_writes_table_and_png(tmp_path):
     assert table.count("\n| ") == 1 + 3  # header and three runs
     assert matplotlib.image.imread(out / "rate_distortion.png").shape[:2] == (480, 640)
     assert (out / "beta_0.01" / "model.keras").exists()
-    with pytest.raises(FileExistsError, match="refusing to overwrite"):
-        sweep.rate_distortion_sweep(**kwargs)
+    # A rerun keeps the finished points; other settings over them are refused, naming the setting.
+    assert sweep.rate_distortion_sweep(**kwargs) == points
+    with pytest.raises(FileExistsError, match=r"other settings \(epochs\).*overwrite=True"):
+        sweep.rate_distortion_sweep(**{**kwargs, "epochs": 3})
 
 
 def test_sweep_settings_are_checked(tmp_path):

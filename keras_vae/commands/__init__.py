@@ -50,7 +50,7 @@ def _description(name: str, docstring: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def define_config_flags(config_class, module_name: str) -> None:
+def define_config_flags(config_class, module_name: str, exclude: tuple[str, ...] = ()) -> None:
     """Defines one absl flag per field of the dataclass `config_class` (see `keras_vae.run_config.setting`).
 
     A field's type picks the flag (`bool`, `int`, `float`, `str`; `choices`
@@ -59,9 +59,12 @@ def define_config_flags(config_class, module_name: str) -> None:
     Args:
         config_class: A dataclass such as `RunConfig`.
         module_name: The command module the flags belong to (their `--help`).
+        exclude: Fields that get no flag. Defaults to none.
     """
     hints = typing.get_type_hints(config_class)
     for field in dataclasses.fields(config_class):
+        if field.name in exclude:
+            continue
         meta = field.metadata
         kind = next(t for t in typing.get_args(hints[field.name]) or (hints[field.name],) if t is not type(None))
         if meta.get("choices"):
