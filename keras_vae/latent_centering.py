@@ -111,11 +111,8 @@ def aggregate_posterior_mean(model: VAE, data, batch_size: int = 500) -> np.ndar
     Returns:
         The mean as a float64 NumPy vector.
     """
-    x = evaluation.as_array(data, model.image_shape)
-    total = np.zeros(model.latent_dim, np.float64)
-    for batch in evaluation._batches(x, batch_size, False, ""):
-        total += np.asarray(model.encode(batch)[0], np.float64).sum(axis=0)
-    return total / len(x)
+    means, _ = evaluation.posterior_moments(model, data, batch_size)
+    return np.asarray(means, np.float64).mean(axis=0)
 
 
 def center_latents(model: VAE, data, batch_size: int = 500) -> np.ndarray:

@@ -26,7 +26,8 @@ from keras_vae.conv_transpose import NarrowConv2DTranspose
 NAMES = ("conv", "mlp", "resnet")
 
 
-def _check_image_shape(shape, argument: str) -> tuple[int, int, int]:
+def check_image_shape(shape, argument: str) -> tuple[int, int, int]:
+    """Returns `shape` as a tuple if it is `(height, width, channels)` of positive ints, else raises ValueError."""
     shape = tuple(shape)
     if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
         raise ValueError(
@@ -36,7 +37,7 @@ def _check_image_shape(shape, argument: str) -> tuple[int, int, int]:
     return shape
 
 
-def _crop_to(x, height: int, width: int):
+def crop_to(x, height: int, width: int):
     """Crops a decoder map (from the centre) down to `height x width`."""
     extra_h, extra_w = x.shape[1] - height, x.shape[2] - width
     if extra_h == 0 and extra_w == 0:
@@ -70,7 +71,7 @@ def conv_encoder(input_shape, name: str = "conv_encoder") -> keras.Model:
     >>> conv_encoder((28, 28, 1)).output_shape
     (None, 6272)
     """
-    shape = _check_image_shape(input_shape, "input_shape")
+    shape = check_image_shape(input_shape, "input_shape")
     x_in = keras.Input(shape, name="x")
     x = layers.Conv2D(32, 3, strides=1, padding="same", activation="relu")(x_in)
     x = layers.Conv2D(64, 4, strides=2, padding="same", activation="relu")(x)
@@ -101,13 +102,13 @@ def conv_decoder(
     >>> conv_decoder((27, 27, 1), latent_dim=8).output_shape
     (None, 27, 27, 1)
     """
-    height, width, channels = _check_image_shape(output_shape, "output_shape")
+    height, width, channels = check_image_shape(output_shape, "output_shape")
     z, x = _decoder_seed(latent_dim, height, width, 4, 128, name)
     x = layers.Conv2DTranspose(64, 6, strides=2, padding="same", activation="relu")(x)
     x = layers.Conv2DTranspose(32, 6, strides=2, padding="same", activation="relu")(x)
     # Same layer as Conv2DTranspose; 2.3-2.9x faster to train with 1-2 output channels (conv_transpose.py).
     x = NarrowConv2DTranspose(channels * params_per_channel, 5, strides=1, padding="same")(x)
-    return keras.Model(z, _crop_to(x, height, width), name=name)
+    return keras.Model(z, crop_to(x, height, width), name=name)
 
 
 def mlp_encoder(input_shape, hidden=(512, 256), name: str = "mlp_encoder") -> keras.Model:
@@ -118,7 +119,7 @@ def mlp_encoder(input_shape, hidden=(512, 256), name: str = "mlp_encoder") -> ke
     >>> mlp_encoder((28, 28, 1)).output_shape
     (None, 256)
     """
-    shape = _check_image_shape(input_shape, "input_shape")
+    shape = check_image_shape(input_shape, "input_shape")
     x_in = keras.Input(shape, name="x")
     x = layers.Flatten()(x_in)
     for units in hidden:
@@ -136,7 +137,7 @@ def mlp_decoder(
     >>> mlp_decoder((32, 32, 3), latent_dim=4, params_per_channel=2).output_shape
     (None, 32, 32, 6)
     """
-    height, width, channels = _check_image_shape(output_shape, "output_shape")
+    height, width, channels = check_image_shape(output_shape, "output_shape")
     z = keras.Input((latent_dim,), name="z")
     x = z
     for units in hidden:
@@ -160,7 +161,7 @@ def resnet_encoder(input_shape, filters=(64, 128), blocks: int = 1, name: str = 
     >>> resnet_encoder((64, 64, 3)).output_shape
     (None, 32768)
     """
-    shape = _check_image_shape(input_shape, "input_shape")
+    shape = check_image_shape(input_shape, "input_shape")
     x_in = keras.Input(shape, name="x")
     x = layers.Conv2D(filters[0] // 2, 3, padding="same")(x_in)
     for width in filters:
@@ -185,7 +186,7 @@ def resnet_decoder(
     >>> resnet_decoder((28, 28, 1)).output_shape
     (None, 28, 28, 1)
     """
-    height, width, channels = _check_image_shape(output_shape, "output_shape")
+    height, width, channels = check_image_shape(output_shape, "output_shape")
     z, x = _decoder_seed(latent_dim, height, width, 2 ** len(filters), filters[0], name)
     for stage in range(len(filters)):
         for _ in range(blocks):
@@ -193,7 +194,7 @@ def resnet_decoder(
         next_width = filters[stage + 1] if stage + 1 < len(filters) else filters[-1] // 2
         x = layers.Conv2DTranspose(next_width, 4, strides=2, padding="same")(layers.ReLU()(x))
     x = layers.Conv2D(channels * params_per_channel, 3, padding="same")(layers.ReLU()(x))
-    return keras.Model(z, _crop_to(x, height, width), name=name)
+    return keras.Model(z, crop_to(x, height, width), name=name)
 
 
 _BUILDERS: dict[str, tuple[Callable, Callable]] = {

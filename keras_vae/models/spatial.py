@@ -23,7 +23,7 @@ from keras import layers, ops
 from keras_vae import latents
 from keras_vae.checks import positive_int
 from keras_vae.models.vae import VAE, build
-from keras_vae.networks import _check_image_shape, _crop_to
+from keras_vae.networks import check_image_shape, crop_to
 
 tfd = tfp.distributions
 
@@ -43,7 +43,7 @@ def latent_map_shape(image_shape, downsampling: int, channels: int) -> tuple[int
     >>> latent_map_shape((28, 28, 1), downsampling=8, channels=4)
     (4, 4, 4)
     """
-    height, width, _ = _check_image_shape(image_shape, "image_shape")
+    height, width, _ = check_image_shape(image_shape, "image_shape")
     _num_stages(downsampling)
     return (math.ceil(height / downsampling), math.ceil(width / downsampling), channels)
 
@@ -98,7 +98,7 @@ def spatial_encoder(
     >>> spatial_encoder((28, 28, 1), downsampling=8).output_shape
     (None, 4, 4, 128)
     """
-    shape = _check_image_shape(input_shape, "input_shape")
+    shape = check_image_shape(input_shape, "input_shape")
     positive_int("filters", filters)
     x_in = keras.Input(shape, name="x")
     x = _conv_norm_relu(x_in, _conv(filters, 3))
@@ -126,7 +126,7 @@ def spatial_decoder(
     >>> spatial_decoder((28, 28, 1), latent_channels=4, params_per_channel=2).output_shape
     (None, 28, 28, 2)
     """
-    height, width, channels = _check_image_shape(output_shape, "output_shape")
+    height, width, channels = check_image_shape(output_shape, "output_shape")
     positive_int("filters", filters)
     stages = _num_stages(downsampling)
     z = keras.Input(latent_map_shape(output_shape, downsampling, latent_channels), name="z")
@@ -134,7 +134,7 @@ def spatial_decoder(
     for stage in reversed(range(stages)):
         x = _conv_norm_relu(x, _conv(filters * 2 ** min(stage, 2), 4, strides=2, transpose=True))
     x = layers.Conv2D(channels * params_per_channel, 3, padding="same")(x)
-    return keras.Model(z, _crop_to(x, height, width), name=name)
+    return keras.Model(z, crop_to(x, height, width), name=name)
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
