@@ -41,6 +41,8 @@ if not _COMMAND_LINE:
     from keras_vae import export  # noqa: E402  (after models: it imports them)
     from keras_vae import evaluation, feature_model, latent_centering, latent_whitening  # noqa: E402
     from keras_vae import calibration, callbacks  # noqa: E402  (after latent_centering and latent_whitening: it imports them)
+    from keras_vae import disentanglement, sprites  # noqa: E402
+    from keras_vae import experiment, plots, sweep  # noqa: E402  (the Python pipeline: after everything they import)
 
 __version__ = "0.1.0"
 
@@ -76,8 +78,10 @@ __all__ = [
     "callbacks",
     "conv_transpose",
     "data",
+    "disentanglement",
     "distribute",
     "evaluation",
+    "experiment",
     "export",
     "feature_model",
     "flows",
@@ -90,8 +94,11 @@ __all__ = [
     "noise",
     "objectives",
     "pixelcnn",
+    "plots",
     "posteriors",
     "priors",
     "samplers",
+    "sprites",
+    "sweep",
     "video",
 ]

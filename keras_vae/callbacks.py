@@ -1,5 +1,6 @@
 """Keras callbacks for training a VAE: posterior collapse, images in TensorBoard, latent centring and
-whitening, and the refit of an optimal sigma.
+whitening, and the refit of an optimal sigma. The schedules' callbacks `KLAnnealing` and
+`TemperatureAnnealing` (from `keras_vae.annealing`) are here too, so `kv.callbacks` holds them all.
 
 Example:
 
@@ -24,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import calibration, evaluation, latent_centering, latent_whitening
+from keras_vae.annealing import KLAnnealing, TemperatureAnnealing  # noqa: F401 - kv.callbacks.KLAnnealing
 from keras_vae.checks import positive_int
 from keras_vae.data import validate_images
 
