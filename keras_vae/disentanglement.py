@@ -587,3 +587,56 @@ def most_informative_factors(information, factor_names: Sequence[str]) -> list[s
     if information.shape[0] != len(factor_names):
         raise ValueError(f"Expected {information.shape[0]} factor names. Received {len(factor_names)}.")
     return [factor_names[k] for k in np.argmax(information, axis=0)]
+
+
+def ground_truth(dataset: str, images, split: str = "test", test_fraction: float = 0.1) -> GroundTruthData | None:
+    """The ground-truth data of a factor-labelled dataset split, None for a dataset without factors.
+
+    The `sprites` source renders fresh sprites of the images' size
+    (`keras_vae.sprites.Sprites`); an `.npz` with `factors` gives its split's
+    images and labels (`LabelledImages`; `images` may be the first rows of
+    the split, e.g. after `max_images`).
+
+    Args:
+        dataset: A `keras_vae.data.load_arrays` source name.
+        images: The split's images (or its first rows).
+        split: `"train"`, `"test"` or `"all"`. Defaults to `"test"`.
+        test_fraction: As in `load_arrays`. Defaults to 0.1.
+    """
+    from keras_vae import data
+    from keras_vae import sprites as sprites_lib
+
+    labelled = data.factors(dataset, split, test_fraction)
+    if labelled is None:
+        return None
+    images = np.asarray(images)
+    if dataset == "sprites" or dataset.startswith("sprites:"):
+        return sprites_lib.Sprites(images.shape[1])
+    factors, names = labelled
+    return LabelledImages(images, check_factors(factors)[: len(images)], names)
+
+
+def report(model, truth: GroundTruthData, seed: int = 0, num_train: int = 2000, num_test: int = 1000,
+           num_points: int = 500, batch_size: int = 500) -> dict:
+    """`scores` of a VAE's posterior means (any family with one unconditional q(z|x)), and each code's factor.
+
+    Args:
+        model: A VAE.
+        truth: Its ground-truth data (`ground_truth`).
+        seed: Seed of every draw. Defaults to 0.
+        num_train: MIG/SAP/DCI train draws. Defaults to 2,000.
+        num_test: SAP/DCI test draws. Defaults to 1,000.
+        num_points: BetaVAE/FactorVAE training points. Defaults to 500.
+        batch_size: Images per encoder call. Defaults to 500.
+
+    Returns:
+        `scores`' dict plus `most_informative_factor` (one factor name per
+        latent dimension) and `data` (what the metrics drew from).
+    """
+    result = scores(posterior_means(model, batch_size), truth, seed=seed, num_train=num_train, num_test=num_test,
+                    num_points=num_points)
+    result["most_informative_factor"] = most_informative_factors(result["mutual_information"],
+                                                                 result["factor_names"])
+    result["data"] = (f"{truth.num_images} labelled images of the split" if truth.num_images is not None
+                      else f"freshly rendered {type(truth).__name__}")
+    return result

@@ -752,6 +752,8 @@ def evaluate_saved_model(
     overwrite: bool = False,
     video_options: dict | None = None,
     num_futures: int = 100,
+    disentanglement_samples: int = 2000,
+    disentanglement_points: int = 500,
     **report_kwargs,
 ) -> dict:
     """Loads a saved VAE, runs `report` on a dataset split and writes `eval.json` and the PNGs.
@@ -776,11 +778,19 @@ def evaluate_saved_model(
         num_futures: Futures per test video of a model with its own
             `evaluation_report` (videos: the N of the best-of-N SSIM/PSNR).
             Defaults to 100.
+        disentanglement_samples: A factor-labelled dataset (`sprites`, an
+            `.npz` with `factors`): draws MIG, SAP and DCI train on (half as
+            many to test; `disentanglement.report`). Defaults to 2,000.
+        disentanglement_points: Training points of the BetaVAE and FactorVAE
+            scores (half as many to score). Defaults to 500.
         **report_kwargs: Passed to `report` (iwae_samples, fid_samples, ...);
             `batch_size` and `seed` also to a model's `evaluation_report`.
 
     Returns:
-        The report, also written to `out/eval.json`.
+        The report, also written to `out/eval.json`; a factor-labelled dataset
+        adds `disentanglement` (the metrics, the factor x latent mutual
+        information, sample counts and seed), drawn as `mutual_information.png`,
+        and names each traversal row's most informative factor.
 
     Raises:
         FileNotFoundError: If there is no model file.
@@ -790,7 +800,7 @@ def evaluate_saved_model(
     from pathlib import Path
 
     from keras_vae import data as data_lib
-    from keras_vae import experiment, files, plots
+    from keras_vae import disentanglement, experiment, files, plots
     from keras_vae import feature_model as feature_model_lib
 
     model_path = Path(model_path)
@@ -808,6 +818,8 @@ def evaluate_saved_model(
     options = {key: value for key, value in (video_options or {}).items() if value}
     options.setdefault("num_frames", getattr(model, "num_frames", 15))
     options["frame_size"] = model.image_shape[0]
+    if dataset == "sprites":  # sprites of the model's size
+        dataset = f"sprites:{model.image_shape[0]}"
     x, y = data_lib.load_arrays(dataset, split, test_fraction, with_labels=True, video_options=options)
     if hasattr(model, "evaluation_report"):  # a model with a report of its own (e.g. of videos)
         results, figures = model.evaluation_report(x[:max_images] if max_images else x,
@@ -826,11 +838,25 @@ def evaluate_saved_model(
         y = data_lib.validate_labels(y, len(x), name=f"the labels of {dataset}")
     inputs = {"x": x, **({names[0]: y} if names else {})}
     inputs = {name: value[:max_images] if max_images else value for name, value in inputs.items()}
+    # factor labels are checked before any work; a conditional model's posterior needs its labels too
+    truth = None if names else disentanglement.ground_truth(dataset, inputs["x"], split, test_fraction)
     features = feature_model_lib.get(dataset) if feature_model == "auto" else None
     results = report(model, inputs, feature_extractor=features, feature_model_name=features.name if features else None,
                      **report_kwargs)
     results.update(model=str(model_path), dataset=dataset, split=split)
+    factor_report = None
+    if truth is not None:
+        factor_report = results["disentanglement"] = disentanglement.report(
+            model, truth, seed=report_kwargs.get("seed", 0), num_train=disentanglement_samples,
+            num_test=max(1, disentanglement_samples // 2), num_points=disentanglement_points)
     out.mkdir(parents=True, exist_ok=True)
-    plots.model_figures(model, inputs, out, kl_per_dim=results["kl_per_dim"], seed=report_kwargs.get("seed", 0))
+    plots.model_figures(model, inputs, out, kl_per_dim=results["kl_per_dim"], seed=report_kwargs.get("seed", 0),
+                        dim_labels=factor_report["most_informative_factor"] if factor_report else None)
+    if factor_report:
+        plots.information_heatmap(
+            factor_report["mutual_information"], factor_report["factor_names"], out / "mutual_information.png",
+            title=f"Mutual information I(factor; z_d), nats, {dataset} ({split}): MIG {factor_report['mig']:.2f}, "
+                  f"SAP {factor_report['sap']:.2f}, DCI disentanglement {factor_report['dci_disentanglement']:.2f}",
+            decoder=plots.decoder_caption(model, plots.decoder_sigma(model, {k: v[:32] for k, v in inputs.items()})))
     files.write_json(out / "eval.json", results)
     return results

@@ -40,7 +40,8 @@ BACKUP_SETTINGS = "run_config.json"  # in the backup folder: the settings of the
 BACKUP_TIMING = "timing.json"  # in the backup folder: the epochs trained and their seconds, over every process
 # What `python -m keras_vae evaluate` writes into its default output folder, `OUT/eval`.
 EVAL_FILES = ("eval.json", "samples.png", "reconstructions.png", "interpolation.png", "traversal.png",
-              "kl_per_dim.png", "best_of_n.png", "best_of_n.csv")  # the last two: models of videos
+              "kl_per_dim.png", "best_of_n.png", "best_of_n.csv",  # these two: models of videos
+              "mutual_information.png")  # a factor-labelled dataset
 
 
 def align_latents(model, x_train: np.ndarray, mode: str) -> float | None:
@@ -404,6 +405,17 @@ def video_options(config: RunConfig, split: str) -> dict:
                 num_digits=config.num_digits)
 
 
+def dataset_source(config: RunConfig) -> str:
+    """`--dataset` as `data.load_arrays` reads it: `sprites` rendered at `--image_size`.
+
+    Example:
+
+    >>> dataset_source(RunConfig(dataset="sprites", image_size=32))
+    'sprites:32'
+    """
+    return f"sprites:{config.image_size}" if config.dataset == "sprites" else config.dataset
+
+
 def check_data_kind(config: RunConfig, x_train: np.ndarray) -> dict:
     """Refuses videos for a model of images and images for a model of videos (one that takes `context_frames`).
 
@@ -462,10 +474,13 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         builder = _pixelcnn_builder(config)
     else:
         networks.get(config.network)
-    x_train, y_train = data.load_arrays(config.dataset, "train", config.test_fraction, with_labels=True,
+    source = dataset_source(config)
+    x_train, y_train = data.load_arrays(source, "train", config.test_fraction, with_labels=True,
                                         video_options=video_options(config, "train"))
-    x_test, y_test = data.load_arrays(config.dataset, "test", config.test_fraction, with_labels=True,
+    x_test, y_test = data.load_arrays(source, "test", config.test_fraction, with_labels=True,
                                       video_options=video_options(config, "test"))
+    for split in ("train", "test"):  # factor labels (sprites, an .npz with factors): checked before any work
+        data.factors(source, split, config.test_fraction)
     likelihood.validate(x_train)  # e.g. 8-bit likelihoods need pixels on the 1/255 grid
     model_kwargs = check_data_kind(config, x_train)
     if config.model == "conditional":

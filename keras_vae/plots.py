@@ -264,7 +264,7 @@ def interpolation_grid(model, x1, x2, path, steps: int = 10, decoder: str = "") 
 
 
 def traversal_figure(model, z=None, dims=None, span: float = 3.0, steps: int = 9, decoder: str = "",
-                     kl_per_dim=None):
+                     kl_per_dim=None, dim_labels=None):
     """The figure of `latent_traversal`."""
     latent_dim = model.latent_shape[0]
     base = np.zeros(latent_dim, "float32") if z is None else np.asarray(z, "float32").reshape(latent_dim)
@@ -277,17 +277,21 @@ def traversal_figure(model, z=None, dims=None, span: float = 3.0, steps: int = 9
     for row, dim in enumerate(dims):
         latents[row * steps : (row + 1) * steps, dim] = values
     kl = None if kl_per_dim is None else np.asarray(kl_per_dim, "float64").ravel()
-    rows = [f"z[{d}]" + (f" KL {kl[d]:.2f}" if kl is not None and len(kl) == latent_dim else "") for d in dims]
+    if dim_labels is not None and len(dim_labels) != latent_dim:
+        raise ValueError(f"Expected one label per latent dimension ({latent_dim}). Received {len(dim_labels)}.")
+    rows = [f"z[{d}]" + (f" {dim_labels[d]}" if dim_labels is not None else "")
+            + (f" KL {kl[d]:.2f}" if kl is not None and len(kl) == latent_dim else "") for d in dims]
     at = "0 (the prior mean)" if z is None else "the given z"
     title = (f"Latent traversal: dimensions {', '.join(map(str, dims))} of {latent_dim}, each swept over "
              f"[{-span:g}, {span:g}], the others at {at}")
     return grid_figure(np.asarray(model.decode(latents)[0]), steps, _title(title, decoder), row_labels=rows,
                        column_labels=[f"{v:.2g}" for v in values], xlabel="value of the swept dimension",
-                       ylabel="latent dimension" + (" (KL in nats)" if kl is not None else ""))
+                       ylabel="latent dimension" + (" (most informative factor)" if dim_labels is not None else "")
+                       + (" (KL in nats)" if kl is not None else ""))
 
 
 def latent_traversal(model, path, z=None, dims=None, span: float = 3.0, steps: int = 9, decoder: str = "",
-                     kl_per_dim=None) -> Path:
+                     kl_per_dim=None, dim_labels=None) -> Path:
     """One row per latent dimension (labelled `z[d]`): `z` with that dimension swept over [-span, span].
 
     Args:
@@ -299,11 +303,14 @@ def latent_traversal(model, path, z=None, dims=None, span: float = 3.0, steps: i
         steps: Images per row. Defaults to 9.
         decoder: A second title line, e.g. `decoder_caption(model, sigma)`.
         kl_per_dim: The KL of every dimension, to add to the row labels. Defaults to None.
+        dim_labels: A label of every dimension to add to the row labels, e.g.
+            the factor it carries most information about
+            (`disentanglement.most_informative_factors`). Defaults to None.
 
     Returns:
         The path. The title names the dimensions and the range; the columns are labelled with the values.
     """
-    return _save_figure(traversal_figure(model, z, dims, span, steps, decoder, kl_per_dim), path)
+    return _save_figure(traversal_figure(model, z, dims, span, steps, decoder, kl_per_dim, dim_labels), path)
 
 
 # ------------------------------------------------------------------ charts
@@ -335,6 +342,48 @@ def kl_bars(kl_per_dim, path, collapse_nats: float = 0.1, figsize=(6.4, 3.2), dp
     axes.set_title(_title(title, decoder), fontsize=9)
     axes.legend(loc="upper right", fontsize=8)
     return _save_figure(figure, path)
+
+
+def information_figure(information, factor_names, title: str = "", decoder: str = ""):
+    """The figure of `information_heatmap`."""
+    information = np.asarray(information, "float64")
+    if information.ndim != 2 or information.shape[0] != len(factor_names):
+        raise ValueError(f"Expected a (factor, latent) matrix with {len(factor_names)} rows. Received shape "
+                         f"{information.shape}.")
+    num_factors, num_codes = information.shape
+    figure, axes = plt.subplots(figsize=(max(4.5, 1.6 + 0.45 * num_codes), 1.6 + 0.4 * num_factors), dpi=100)
+    image = axes.imshow(information, cmap="viridis", vmin=0.0, aspect="auto", interpolation="nearest")
+    for k in range(num_factors):
+        for d in range(num_codes):
+            value = information[k, d]
+            axes.text(d, k, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                      color="black" if value > 0.6 * max(information.max(), 1e-12) else "white")
+    axes.set_xticks(range(num_codes))
+    axes.set_xticklabels([str(d) for d in range(num_codes)], fontsize=7)
+    axes.set_yticks(range(num_factors))
+    axes.set_yticklabels([str(name) for name in factor_names], fontsize=7)
+    axes.set_xlabel("latent dimension (posterior mean)", fontsize=8)
+    axes.set_ylabel("factor of variation", fontsize=8)
+    figure.colorbar(image, ax=axes, label="mutual information (nats)")
+    axes.set_title(_title(title or "Mutual information I(factor; z_d) of histogram-binned codes", decoder),
+                   fontsize=8)
+    return figure
+
+
+def information_heatmap(information, factor_names, path, title: str = "", decoder: str = "") -> Path:
+    """A factor x latent heat map of mutual information (`disentanglement.mutual_information`), values printed.
+
+    Args:
+        information: `(K, D)` nats, factor x latent dimension.
+        factor_names: The K row labels.
+        path: The PNG to write.
+        title: The title. Defaults to a description of the matrix.
+        decoder: A second title line, e.g. `decoder_caption(model, sigma)`.
+
+    Returns:
+        The path. Rows are labelled with the factor names, columns with the latent dimensions.
+    """
+    return _save_figure(information_figure(information, factor_names, title, decoder), path)
 
 
 def rate_distortion_curve(points, path, figsize=(6.4, 4.8), dpi: int = 100,
@@ -392,7 +441,8 @@ def _save_figure(figure, path) -> Path:
     return path
 
 
-def model_figures(model, inputs, out, kl_per_dim=None, num_samples: int = 64, seed: int = 0) -> list[Path]:
+def model_figures(model, inputs, out, kl_per_dim=None, num_samples: int = 64, seed: int = 0,
+                  dim_labels=None) -> list[Path]:
     """Writes the standard pictures of a model of any family into folder `out`.
 
     `samples.png` (prior samples; a conditional model's cycle through the
@@ -404,6 +454,8 @@ def model_figures(model, inputs, out, kl_per_dim=None, num_samples: int = 64, se
     Args:
         model: A `VAE` of any family.
         inputs: Images, or an inputs dict `{"x": images, **conditions}`.
+        dim_labels: Labels of the latent dimensions for the traversal's rows
+            (e.g. the factor each carries most information about). Defaults to None.
 
     Returns:
         The paths written.
@@ -429,7 +481,7 @@ def model_figures(model, inputs, out, kl_per_dim=None, num_samples: int = 64, se
         known = kl_per_dim is not None and len(kl_per_dim) == latent_dim
         order = np.argsort(-np.asarray(kl_per_dim)) if known else np.arange(latent_dim)
         paths.append(latent_traversal(model, out / "traversal.png", dims=sorted(order[:8].tolist()), decoder=decoder,
-                                      kl_per_dim=kl_per_dim if known else None))
+                                      kl_per_dim=kl_per_dim if known else None, dim_labels=dim_labels))
     if kl_per_dim is not None:
         paths.append(kl_bars(kl_per_dim, out / "kl_per_dim.png", decoder=decoder))
     return paths

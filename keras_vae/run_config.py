@@ -59,7 +59,8 @@ class RunConfig:
     `field_help(name)` and `python -m keras_vae train --help`.
     """
 
-    dataset: str = setting("mnist", "'mnist' (embedded), 'tfds:NAME', a .npz file or an image folder.")
+    dataset: str = setting("mnist", "'mnist' (embedded), 'sprites' (dSprites-style, with factors; --image_size), "
+                           "'tfds:NAME', a .npz file or an image folder.")
     model: str = setting("vae", "Model family (conditional uses the labels).", choices=MODEL_NAMES)
     likelihood: str = setting("optimal", "Decoder likelihood.", choices=LIKELIHOOD_NAMES)
     sigma: float = setting(1.0, "Fixed sigma for --likelihood=gaussian.")
@@ -103,6 +104,8 @@ class RunConfig:
     num_sequences: int = setting(0, "--dataset=moving_mnist: train videos to generate (the test split gets a ninth, "
                                  "at least 1); 0: 9,000 and 1,000.", lower_bound=0)
 
+    image_size: int = setting(64, "--dataset=sprites: image height and width of the rendered sprites (dSprites: 64).",
+                              lower_bound=8)
 
 def field_help(name: str) -> str:
     """The help of the `RunConfig` field (and `train` flag) `name`."""

@@ -96,7 +96,8 @@ def applied_flags(config, model, alignment_gain) -> dict:
     PixelCNN decoder, `data_dependent_start` to a learned or per-pixel sigma,
     `refit_sigma` to an optimal sigma, `align_latents` to models that take it,
     `context_frames` to models of videos, `num_frames`, `frame_size`,
-    `num_digits` and `num_sequences` to `--dataset=moving_mnist`.
+    `num_digits` and `num_sequences` to `--dataset=moving_mnist`, `image_size` to `--dataset=sprites`;
+    the sizes of `--prior`, `--posterior` and `--sampler` to the choice they size.
     """
     settings = dataclasses.asdict(config)
     sigma_mode = getattr(model.likelihood, "sigma", None)
@@ -115,6 +116,16 @@ def applied_flags(config, model, alignment_gain) -> dict:
         skipped.add("context_frames")
     if config.dataset != "moving_mnist":
         skipped |= {"num_frames", "frame_size", "num_digits", "num_sequences"}
+    if config.dataset != "sprites":
+        skipped.add("image_size")
+    skipped |= {name for name, choice in (("prior_components", "mixture"), ("pseudo_inputs", "vamp"))
+                if getattr(config, "prior", None) != choice}
+    if getattr(config, "posterior", None) != "iaf":
+        skipped |= {"num_flows", "flow_hidden_units"}
+    if getattr(config, "sampler", None) != "gmm":
+        skipped.add("sampler_components")
+    if getattr(config, "sampler", None) != "two_stage":
+        skipped |= {"two_stage_units", "two_stage_epochs"}
     return {name: value for name, value in settings.items() if name not in skipped}
 
 
