@@ -27,7 +27,7 @@ Every signature checks its inputs in the graph, so TF Serving answers a bad
 request with a clear `InvalidArgumentError` instead of garbage or an abort:
 the shape (any batch), a batch (or `num_samples`) of 1 to `max_batch`
 (default `MAX_BATCH`, 1024; an export option), finite latents, and images
-finite and in [0, 1] (`keras_vae.models.vae.checked_pixels`).
+finite and in [0, 1] (`keras_vae.graph_checks`).
 
 Random draws come from `keras_vae.noise.FreshNoise` (the ops of
 `tf.random.normal` / `tf.random.uniform` with seeds (0, 0)): fresh on every
@@ -65,7 +65,8 @@ import tensorflow as tf
 
 from keras_vae import files, latents
 from keras_vae.checks import positive_int
-from keras_vae.models.vae import VAE, checked_pixels
+from keras_vae.graph_checks import COUNT_SPEC, checked_count, checked_finite, checked_pixels, checked_shape
+from keras_vae.models.vae import VAE
 from keras_vae.noise import FreshNoise, Noise
 from keras_vae.serving_decoder import serving_decoder
 
@@ -75,7 +76,6 @@ QUANTIZATIONS = (None, "float16", "dynamic")
 # The largest batch (and `num_samples`) a signature accepts by default: a conv decoder's activations for 1024
 # images take ~0.2 GB; 100,000 rows made TF Serving abort (std::bad_alloc) instead of answering with an error.
 MAX_BATCH = 1024
-_COUNT = tf.TensorSpec((1,), tf.int32, name="num_samples")
 
 
 # ------------------------------------------------------------------ checks
@@ -166,59 +166,6 @@ def check_saved_model_target(base_dir, name: str = "vae", version: int = 1, over
 
 
 # -------------------------------------------------------------- signatures
-def _checked(tensor, spec: tf.TensorSpec, max_batch: int | None = None):
-    """Adds an in-graph check that `tensor` has the shape of `spec` (any batch, 1 to `max_batch` when given).
-
-    Python callers of a loaded signature get it from TensorFlow already; TF
-    Serving feeds tensors straight into the graph, so this check is what
-    turns a wrong shape into a clear error there instead of garbage. (The
-    TFLite converter drops it; use `litert_runner` for checked LiteRT calls.)
-    """
-    expected = [-1 if dim is None else dim for dim in spec.shape.as_list()]
-    shape = tf.shape(tensor, out_type=tf.int32)
-    same_rank = tf.equal(tf.size(shape), len(expected))
-    padded = tf.concat([shape, tf.fill([len(expected)], -2)], axis=0)[: len(expected)]
-    same_dims = tf.reduce_all(tf.logical_or(tf.equal(padded, expected), tf.equal(expected, -1)))
-    shown = "(" + ", ".join("batch" if dim == -1 else str(dim) for dim in expected) + ")"
-    check = tf.debugging.Assert(
-        tf.logical_and(same_rank, same_dims),
-        [f"Expected {spec.name} of shape {shown}. Received shape:", shape],
-    )
-    checks = [check]
-    if max_batch is not None and expected and expected[0] == -1:
-        with tf.control_dependencies([check]):
-            checks.append(tf.debugging.Assert(
-                tf.logical_and(padded[0] >= 1, padded[0] <= max_batch),
-                [f"Expected {spec.name} with a batch of 1 to {max_batch} (max_batch of the export). Received batch:",
-                 padded[0]],
-            ))
-    with tf.control_dependencies(checks):
-        return tf.identity(tensor)
-
-
-def _finite(tensor, name: str):
-    """Adds an in-graph check that every value of `tensor` is finite."""
-    finite = tf.math.is_finite(tensor)
-    check = tf.debugging.Assert(tf.reduce_all(finite), [
-        f"Expected finite values of {name}. Non-finite values received:",
-        tf.reduce_sum(tf.cast(tf.logical_not(finite), tf.int32)),
-    ])
-    with tf.control_dependencies([check]):
-        return tf.identity(tensor)
-
-
-def _num_samples(num_samples, max_batch: int = MAX_BATCH):
-    """The `n` of a `num_samples = [n]` input, checked in-graph (shape `(1,)`, 1 <= n <= max_batch)."""
-    num_samples = _checked(num_samples, _COUNT)
-    positive = tf.debugging.Assert(
-        tf.logical_and(num_samples[0] > 0, num_samples[0] <= max_batch),
-        [f"Expected num_samples to be [n] with n >= 1 and n <= {max_batch} (max_batch of the export). Received:",
-         num_samples],
-    )
-    with tf.control_dependencies([positive]):
-        return tf.identity(num_samples[0])
-
-
 def signature_functions(model: VAE, decoder: keras.Model | None = None,
                         noise: Callable[[], Noise] = FreshNoise, max_batch: int = MAX_BATCH) -> dict[str, tuple]:
     """The exported functions of any `VAE`: `{name: (fn, input_signature)}`, `decode` first.
@@ -240,7 +187,7 @@ def signature_functions(model: VAE, decoder: keras.Model | None = None,
     max_batch = positive_int("max_batch", max_batch)
 
     def checked(tensor, spec):
-        return _checked(tensor, spec, max_batch)
+        return checked_shape(tensor, spec, max_batch)
 
     def checked_images(x):
         return checked_pixels(checked(x, image_spec))
@@ -269,14 +216,14 @@ def signature_functions(model: VAE, decoder: keras.Model | None = None,
         return model.likelihood.served_outputs(mean, stddev)
 
     def decode(z, inputs):
-        return decoded_outputs(_finite(checked(z, model.latent_spec()), "z"), inputs)
+        return decoded_outputs(checked_finite(checked(z, model.latent_spec()), "z"), inputs)
 
     def encode(x, inputs):
         return latents.summary(model.posterior_distribution({"x": checked_images(x), **inputs}))
 
     def sample(num_samples, inputs):
         source = noise()
-        z = latents.draw(model.sampling_distribution(inputs), source, _num_samples(num_samples, max_batch))
+        z = latents.draw(model.sampling_distribution(inputs), source, checked_count(num_samples, max_batch))
         return {"images": model.decoded(model.decoder_latent(z), inputs, source)[0]}
 
     def reconstruct(x, inputs):
@@ -291,7 +238,7 @@ def signature_functions(model: VAE, decoder: keras.Model | None = None,
     functions = {
         "decode": served(decode, model.latent_spec()),
         "encode": served(encode, image_spec),
-        "sample": served(sample, _COUNT),
+        "sample": served(sample, COUNT_SPEC),
         "reconstruct": served(reconstruct, image_spec),
         "elbo": served(elbo, image_spec),
     }

@@ -19,33 +19,13 @@ from keras_vae import calibration, latents, networks
 from keras_vae import likelihoods as likelihoods_lib
 from keras_vae.checks import positive_int
 from keras_vae.data import validate_images
+from keras_vae.graph_checks import checked_pixels
 from keras_vae.layers import cross_replica_sum
 from keras_vae.noise import Noise, SeededNoise
 from keras_vae.objectives import elbo_terms
 from keras_vae.posteriors import DiagonalGaussian
 
 METRIC_NAMES = ("loss", "elbo", "rec", "kl", "sigma", "beta")
-
-
-def checked_pixels(x):
-    """`x` as float32, with an in-graph check that every pixel is finite and in [0, 1].
-
-    numpy inputs are checked before training (`data.validate_images`); this
-    catches a `tf.data` pipeline that yields NaN, inf or unscaled 8-bit values,
-    with a message that says so instead of a NaN loss. (XLA-compiled steps
-    drop the check.)
-    """
-    x = ops.convert_to_tensor(x, "float32")
-    valid = tf.reduce_all(tf.logical_and(x >= 0.0, x <= 1.0))  # False for NaN too
-    finite = tf.math.is_finite(x)
-    check = tf.debugging.Assert(valid, [
-        "Expected pixel values in [0, 1] with no NaN or inf. This batch has non-finite pixels:",
-        tf.reduce_sum(tf.cast(tf.logical_not(finite), "int32")), "and finite values from",
-        tf.reduce_min(tf.where(finite, x, np.inf)), "to", tf.reduce_max(tf.where(finite, x, -np.inf)),
-        "(divide 8-bit images by 255; drop or fix non-finite pixels).",
-    ])
-    with tf.control_dependencies([check]):
-        return tf.identity(x)
 
 
 def _shape_without_batch(tensor_shape) -> tuple:
