@@ -31,14 +31,13 @@ import math
 import warnings
 from collections.abc import Callable, Iterable
 
-import keras
 import numpy as np
 import scipy.linalg
 import scipy.special
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_vae import latents
+from keras_vae import latents, logs
 from keras_vae.checks import positive_int
 from keras_vae.data import validate_images
 from keras_vae.likelihoods import Bernoulli, Gaussian
@@ -139,9 +138,7 @@ def input_batches(inputs: dict, batch_size: int, progress: bool = False, label: 
 
 def _batches(x: np.ndarray, batch_size: int, progress: bool, label: str) -> Iterable[np.ndarray]:
     positive_int("batch_size", batch_size)
-    bar = keras.utils.Progbar(len(x), unit_name="image") if progress else None
-    if progress:
-        print(label, flush=True)
+    bar = logs.progress_bar(len(x), label) if progress else None
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]
         yield batch
@@ -211,6 +208,7 @@ def iwae_log_likelihood(
     seed: int | None = None,
     progress: bool = False,
     likelihood=None,
+    label: str | None = None,
 ) -> np.ndarray:
     """The IWAE estimate of log p(x) for each image, `(N,)` nats.
 
@@ -234,6 +232,8 @@ def iwae_log_likelihood(
         progress: Show a progress bar. Defaults to False.
         likelihood: Score with this `Likelihood` instead of the model's.
             Defaults to None.
+        label: What the progress bar says it computes. Defaults to
+            `"IWAE bound, K=..."`.
 
     Returns:
         A float64 numpy array of per-image bounds.
@@ -246,7 +246,8 @@ def iwae_log_likelihood(
     inputs = as_inputs(model, data)
     chunk = _max_chunk(min(batch_size, len(inputs["x"])), num_samples, max_decoded)
     bounds = []
-    for index, batch in enumerate(input_batches(inputs, batch_size, progress, f"IWAE bound, K={num_samples}")):
+    label = label or f"IWAE bound, K={num_samples}"
+    for index, batch in enumerate(input_batches(inputs, batch_size, progress, label)):
         batch_seed = None if seed is None else seed + index
         log_w = log_importance_weights(model, batch, num_samples, chunk, batch_seed, likelihood).astype("float64")
         bounds.append(scipy.special.logsumexp(log_w, axis=0) - math.log(num_samples))
@@ -257,7 +258,7 @@ def iwae_bound(model, data, num_samples: int = 1000, **kwargs) -> float:
     """The mean IWAE bound on log p(x) over `data`, nats per image.
 
     Takes the arguments of `iwae_log_likelihood` (batch_size, max_decoded,
-    seed, progress, likelihood).
+    seed, progress, likelihood, label).
 
     Example:
 
@@ -298,7 +299,8 @@ def elbo(model, data, num_samples: int = 1, batch_size: int = 100, seed: int | N
     seed = int(np.random.randint(0, 2**31 - 1)) if seed is None else int(seed)
     values = []
     with model.substituted(likelihood=likelihood):
-        for index, batch in enumerate(input_batches(inputs, batch_size, progress, "ELBO")):
+        label = f"ELBO, {num_samples} draw{'s' if num_samples > 1 else ''} of z per image"
+        for index, batch in enumerate(input_batches(inputs, batch_size, progress, label)):
             draws = [model.compute_terms(batch, SeededNoise([seed, index * num_samples + k]), fit_sigma=False)
                      ["elbo_per_image"] for k in range(num_samples)]
             values.append(np.mean(np.stack(draws), axis=0))
@@ -598,15 +600,17 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
-def compute_features(feature_model: Callable, images, batch_size: int = 500) -> np.ndarray:
-    """Runs `feature_model` over images in batches: `(N, F)`."""
+def compute_features(feature_model: Callable, images, batch_size: int = 500, progress: bool = False,
+                     label: str = "FID features") -> np.ndarray:
+    """Runs `feature_model` over images in batches: `(N, F)` (a progress bar saying `label` if `progress`)."""
     images = np.asarray(images, "float32")
-    outputs = [np.asarray(feature_model(images[start : start + batch_size], training=False))
-               for start in range(0, len(images), batch_size)]
+    outputs = [np.asarray(feature_model(batch, training=False)) for batch in _batches(images, batch_size, progress,
+                                                                                      label)]
     return np.concatenate(outputs).reshape(len(images), -1)
 
 
-def fid(real, generated, feature_model: Callable, batch_size: int = 500) -> float:
+def fid(real, generated, feature_model: Callable, batch_size: int = 500, progress: bool = False,
+        label: str = "generated images") -> float:
     """Frechet distance between feature statistics of real and generated images.
 
     FID depends on the feature model and on the number of images (it is
@@ -619,6 +623,9 @@ def fid(real, generated, feature_model: Callable, batch_size: int = 500) -> floa
         generated: Images `(M, H, W, C)` in [0, 1] or a dataset.
         feature_model: A callable (e.g. a Keras model) from images to features.
         batch_size: Images per feature-model call. Defaults to 500.
+        progress: A progress bar for each feature pass. Defaults to False.
+        label: What `generated` is, for the progress bars. Defaults to
+            `"generated images"`.
 
     Returns:
         The FID (lower is better; 0 for identical statistics).
@@ -626,8 +633,10 @@ def fid(real, generated, feature_model: Callable, batch_size: int = 500) -> floa
     real = as_array(real)
     generated = as_array(generated, real.shape[1:])
     return frechet_distance(
-        *feature_statistics(compute_features(feature_model, real, batch_size)),
-        *feature_statistics(compute_features(feature_model, generated, batch_size)),
+        *feature_statistics(compute_features(feature_model, real, batch_size, progress,
+                                             f"FID of {label}: features of the real images")),
+        *feature_statistics(compute_features(feature_model, generated, batch_size, progress,
+                                             f"FID of {label}: features of the {label}")),
     )
 
 
@@ -728,15 +737,17 @@ def report(
     results["bits_per_dim"] = bits_per_dim(results["iwae"], num_dims)
     if dequantized_bits and continuous:
         noisy = {**inputs, "x": dequantize(x, seed=seed)}
-        log_density = iwae_bound(model, noisy, iwae_samples, batch_size=batch_size, seed=seed + 1, progress=progress)
+        log_density = iwae_bound(model, noisy, iwae_samples, batch_size=batch_size, seed=seed + 1, progress=progress,
+                                 label=f"IWAE bound, K={iwae_samples}, on dequantized images (8-bit bits/dim)")
         results["bits_per_dim_dequantized"] = bits_per_dim(log_density, num_dims, levels=256)
     results.update(posterior_statistics(model, inputs, seed=seed))
     if feature_extractor is not None:
         name = feature_model_name or getattr(feature_extractor, "name", type(feature_extractor).__name__)
         results["fid_feature_model"] = name
         samples = prior_samples(model, fid_samples, seed=seed, conditions=conditions)
-        results["fid_prior"] = fid(x, samples, feature_extractor)
-        results["fid_reconstruction"] = fid(x, reconstructions(model, inputs), feature_extractor)
+        results["fid_prior"] = fid(x, samples, feature_extractor, progress=progress, label="prior samples")
+        results["fid_reconstruction"] = fid(x, reconstructions(model, inputs), feature_extractor, progress=progress,
+                                            label="reconstructions")
         results["fid_images"] = {"real": len(x), "prior_samples": fid_samples, "reconstructions": len(x)}
     return results
 

@@ -34,6 +34,7 @@ import keras
 import numpy as np
 
 from keras_vae import data as data_lib
+from keras_vae import logs
 
 VERSION = "v2"  # v2: trained 10 epochs (v1: 3 epochs, test accuracy 0.949 on MNIST)
 FEATURE_LAYER = "features"
@@ -80,8 +81,9 @@ def build_classifier(input_shape, num_classes: int) -> keras.Model:
     return keras.Model(x_in, logits, name="feature_classifier")
 
 
-def train_classifier(x, y, num_classes: int | None = None, epochs: int = 3, seed: int = 0) -> keras.Model:
-    """Trains `build_classifier` on images `x` and integer labels `y` (Adam 1e-3, batch 128)."""
+def train_classifier(x, y, num_classes: int | None = None, epochs: int = 3, seed: int = 0,
+                     verbose: int = 0) -> keras.Model:
+    """Trains `build_classifier` on images `x` and integer labels `y` (Adam 1e-3, batch 128; Keras `verbose`)."""
     data_lib.validate_images(x)
     y = np.asarray(y)
     if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
@@ -94,7 +96,7 @@ def train_classifier(x, y, num_classes: int | None = None, epochs: int = 3, seed
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    model.fit(x, y, batch_size=128, epochs=epochs, verbose=0)
+    model.fit(x, y, batch_size=128, epochs=epochs, verbose=verbose)
     return model
 
 
@@ -115,7 +117,7 @@ def get(dataset: str = "mnist", epochs: int = 10, directory=None, verbose: bool 
             (`"mnist"`, `"tfds:NAME"`, an `.npz` with `y`).
         epochs: Training epochs when it is not cached. Defaults to 10.
         directory: Cache folder. Defaults to `cache_dir() / "feature_models"`.
-        verbose: Say when training. Defaults to True.
+        verbose: Say when training, with a progress bar per epoch. Defaults to True.
 
     Returns:
         A `FeatureModel`.
@@ -144,7 +146,8 @@ def get(dataset: str = "mnist", epochs: int = 10, directory=None, verbose: bool 
         x_test, y_test = data_lib.load_arrays(dataset, "test", with_labels=True)
         if verbose:
             print(f"Training the FID feature classifier on {dataset} ({len(x)} images, {epochs} epochs)...", flush=True)
-        classifier = train_classifier(x, np.asarray(y).astype("int64"), epochs=epochs)
+        classifier = train_classifier(x, np.asarray(y).astype("int64"), epochs=epochs,
+                                      verbose=logs.progress_verbose() if verbose else 0)
         accuracy = float(np.mean(np.argmax(classifier.predict(x_test, verbose=0), -1) == np.asarray(y_test)))
         info = {"dataset": dataset, "train_images": len(x), "epochs": epochs, "test_accuracy": accuracy}
         directory.mkdir(parents=True, exist_ok=True)

@@ -76,3 +76,25 @@ def quiet_start(verbose: bool = False):
             sys.stderr.write("".join(line for line in lines if keep_line(line, no_driver)))
             sys.stderr.flush()
 
+
+
+def progress_verbose() -> int:
+    """Keras' `verbose` for progress output: 1 (a live bar) on a terminal, else 2 (plain lines, no ANSI codes).
+
+    Keras' own bar thinks every POSIX process has a live display, so into a
+    log file or a pipe it writes bar redraws and ANSI colour codes.
+    """
+    return 1 if sys.stdout.isatty() else 2
+
+
+def progress_bar(total: int, label: str, unit: str = "image"):
+    """Prints `label` (what the step computes) and returns a Keras `Progbar` over `total` units.
+
+    On a terminal the bar redraws live; otherwise it writes one plain line
+    (count, seconds, time per unit) when the step ends (`progress_verbose`).
+    Call `bar.add(n)` after each batch.
+    """
+    import keras
+
+    print(f"{label} ({total} {unit}s)", flush=True)
+    return keras.utils.Progbar(total, unit_name=unit, verbose=progress_verbose())
