@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from keras_vae import data, disentanglement, experiment, plots, sprites
+from keras_vae import data, disentanglement, evaluation, experiment, plots, sprites
 
 
 def run_cli(*args):
@@ -61,6 +61,14 @@ def test_train_renders_sprites_at_image_size(tmp_path):
     assert metrics["train_images"] == 9000 and metrics["flags"]["image_size"] == 16
     assert "image_size" not in experiment.run_record.applied_flags(
         experiment.RunConfig(dataset="mnist"), model, None)
+    # evaluate renders fresh sprites of the model's size for the metrics
+    results = evaluation.evaluate_saved_model(tmp_path / "run" / "model.keras", "sprites", feature_model="none",
+                                              max_images=200, iwae_samples=2, disentanglement_samples=100,
+                                              disentanglement_points=10)
+    assert results["dataset"] == "sprites:16" and results["num_images"] == 200
+    assert results["disentanglement"]["data"] == "freshly rendered Sprites"
+    assert results["disentanglement"]["samples"]["mig_sap_dci_train"] == 100
+    assert (tmp_path / "run" / "eval" / "mutual_information.png").exists()
 
 
 def test_bad_factors_are_one_line_before_training(tmp_path, sprites_npz):
