@@ -134,8 +134,12 @@ def _check_name(name) -> str:
     return name
 
 
-def check_saved_model_target(base_dir, name: str = "vae", version: int = 1, overwrite: bool = False) -> Path:
+def check_saved_model_target(base_dir, name: str = "vae", version: int = 1, overwrite: bool = False,
+                             overwrite_flag: str = "overwrite=True") -> Path:
     """The version folder `saved_model` would write, checked before any work; stale partial folders removed.
+
+    `overwrite_flag` is how a refusal names `overwrite` (`"--overwrite"` for
+    the command line).
 
     Returns:
         `Path(base_dir) / name / str(version)`.
@@ -160,7 +164,7 @@ def check_saved_model_target(base_dir, name: str = "vae", version: int = 1, over
     files.remove_partials(parent, str(version))  # what an export killed mid-write left
     if target.exists() and not overwrite:
         raise FileExistsError(
-            f"{target} already exists; refusing to overwrite it. Use another version or overwrite=True (--overwrite)."
+            f"{target} already exists; refusing to overwrite it. Use another version or pass {overwrite_flag}."
         )
     return target
 
@@ -417,8 +421,12 @@ def tflite(
 
 
 def check_tflite_target(model: VAE, path, signatures=("decode",), quantize: str | None = None,
-                        overwrite: bool = False) -> tuple[Path, tuple[str, ...]]:
+                        overwrite: bool = False,
+                        overwrite_flag: str = "overwrite=True") -> tuple[Path, tuple[str, ...]]:
     """Checks the arguments of `tflite` before any work; removes what a killed write of `path` left.
+
+    `overwrite_flag` is how a refusal names `overwrite` (`"--overwrite"` for
+    the command line).
 
     Returns:
         `(Path(path), signatures)` with `signatures` as a tuple.
@@ -442,7 +450,7 @@ def check_tflite_target(model: VAE, path, signatures=("decode",), quantize: str 
         raise NotADirectoryError(f"{parent} is a file, so {path} cannot be written there.")
     files.remove_partials(path.parent, path.stem)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; refusing to overwrite it. Pass overwrite=True (--overwrite).")
+        raise FileExistsError(f"{path} already exists; refusing to overwrite it. Pass {overwrite_flag}.")
     return path, signatures
 
 

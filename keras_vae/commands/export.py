@@ -49,11 +49,11 @@ def main(argv: list[str]) -> None:
     # Everything is checked before anything is written; the .tflite file (the step that can refuse a
     # signature) is written first, and removed again if the SavedModel then fails.
     export.check_exportable(model)
-    folder = export.check_saved_model_target(FLAGS.out, FLAGS.name, FLAGS.version, FLAGS.overwrite)
+    folder = export.check_saved_model_target(FLAGS.out, FLAGS.name, FLAGS.version, FLAGS.overwrite, "--overwrite")
     path = Path(FLAGS.out) / f"{FLAGS.name}_{FLAGS.version}.tflite"
     new_tflite = FLAGS.tflite and not path.exists()
     if FLAGS.tflite:
-        export.check_tflite_target(model, path, FLAGS.tflite_signatures, quantize, FLAGS.overwrite)
+        export.check_tflite_target(model, path, FLAGS.tflite_signatures, quantize, FLAGS.overwrite, "--overwrite")
         export.tflite(model, path, signatures=FLAGS.tflite_signatures, quantize=quantize, overwrite=FLAGS.overwrite,
                       max_batch=FLAGS.max_batch)
     try:
