@@ -110,9 +110,10 @@ def finished_metrics(folder: Path, config: experiment.RunConfig, overwrite_flag:
         return metrics
     if config.overwrite:
         return None
+    out_flag = "--out" if overwrite_flag.startswith("--") else "out"
     raise FileExistsError(
         f"{folder} holds a finished run with other settings ({', '.join(changed)}); refusing to overwrite it. "
-        f"Choose another out or pass {overwrite_flag} to retrain it."
+        f"Choose another {out_flag} or pass {overwrite_flag} to retrain it."
     )
 
 
@@ -171,9 +172,10 @@ def rate_distortion_sweep(
         raise ValueError(f"The sweep sets {', '.join(swept)} itself; pass betas, sigma_modes, out, overwrite and "
                          "dataset as the sweep's own arguments.")
     runs = settings(betas, sigma_modes)
+    out_flag = "--out" if overwrite_flag.startswith("--") else "out"  # the command line's or Python's name
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"out={out} is a file, not a folder.")
-    files.check_writable(out, "out")
+        raise NotADirectoryError(f"{out_flag}={out} is a file, not a folder.")
+    files.check_writable(out, out_flag)
     plan = []
     for run in runs:  # every point is checked before the first one trains
         config = experiment.RunConfig(**{**run_settings, "dataset": dataset, "likelihood": run["likelihood"],
