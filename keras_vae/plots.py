@@ -421,6 +421,7 @@ def rate_distortion_curve(points, path, figsize=(6.4, 4.8), dpi: int = 100,
         for p in members:
             axes.annotate(p.get("label", ""), (p["rate"], p["distortion"]), fontsize=7,
                           textcoords="offset points", xytext=(4, 4))
+    axes.margins(x=0.12, y=0.08)  # room for the labels of the outermost points
     axes.set_xlabel("rate: KL(q(z|x) || p(z)) (nats)")
     axes.set_ylabel(distortion_label)
     axes.set_title(title, fontsize=9)

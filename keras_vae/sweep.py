@@ -192,7 +192,7 @@ def rate_distortion_sweep(
     points = []
     for run, config, metrics in plan:
         if metrics is not None:
-            state = "kept (finished earlier with the same settings)"
+            state = "kept: finished earlier with the same settings"
         else:
             resumed = experiment.has_checkpoint(Path(config.out) / "backup")
             _, metrics = experiment.train(config, verbose=verbose)
@@ -201,7 +201,7 @@ def rate_distortion_sweep(
             "name": run["name"], "group": run["group"], "label": run["name"], "folder": run["folder"],
             "likelihood": run["likelihood"], "beta": run["beta"],
             "rate": metrics["test_kl"], "distortion": metrics["test_mse"],
-            "reconstruction_nats": -metrics["test_rec"], "elbo": metrics["test_elbo"], "sigma": metrics["sigma"],
+            "reconstruction_nats": metrics["test_rec"], "elbo": metrics["test_elbo"], "sigma": metrics["sigma"],
         }
         points.append(point)
         if echo is not None:

@@ -40,12 +40,14 @@ def test_sweep_command_writes_runs_table_and_plot_and_keeps_finished_points(tmp_
     table = json.loads((out / "rate_distortion.json").read_text())
     assert [p["folder"] for p in table["points"]] == ["beta_0.5", "optimal"]
     assert table["epochs"] == 1 and table["network"] == "mlp" and "likelihood" not in table
+    assert "frame_size" not in table  # only the settings given on the command line (the runs record them all)
     for point in table["points"]:  # the table holds each run's own test numbers
         metrics = json.loads((out / point["folder"] / "metrics.json").read_text())
         assert point["rate"] == metrics["test_kl"] and point["distortion"] == metrics["test_mse"]
-        assert point["reconstruction_nats"] == -metrics["test_rec"] and point["elbo"] == metrics["test_elbo"]
+        assert point["reconstruction_nats"] == metrics["test_rec"] and point["elbo"] == metrics["test_elbo"]
         assert metrics["flags"]["likelihood"] == point["likelihood"] and metrics["flags"]["beta"] == point["beta"]
         assert metrics["flags"]["epochs"] == 1 and point["rate"] >= 0 and point["distortion"] > 0
+        assert abs(point["elbo"] - (-point["reconstruction_nats"] - point["rate"])) < 1e-3 * abs(point["elbo"]) + 1e-3
     assert json.loads((out / "beta_0.5" / "metrics.json").read_text())["flags"]["sigma"] == 1.0
     markdown = (out / "rate_distortion.md").read_text()
     rate = table["points"][0]["rate"]
@@ -55,7 +57,7 @@ def test_sweep_command_writes_runs_table_and_plot_and_keeps_finished_points(tmp_
     models = {p["folder"]: (out / p["folder"] / "model.keras").read_bytes() for p in table["points"]}
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stdout.count("kept (finished earlier with the same settings)") == 2
+    assert again.stdout.count("(kept: finished earlier with the same settings)") == 2
     assert all((out / folder / "model.keras").read_bytes() == data for folder, data in models.items())
     assert json.loads((out / "rate_distortion.json").read_text())["points"] == table["points"]
 

@@ -29,9 +29,9 @@ FLAGS = flags.FLAGS
 
 
 def run_settings_from_flags() -> dict:
-    """The `RunConfig` fields the points share, from the parsed flags (`dataset` aside)."""
+    """The `RunConfig` fields the points share that the command line sets (`dataset` aside; the rest: defaults)."""
     return {field: FLAGS[field].value for field in run_config.RunConfig.__dataclass_fields__
-            if field not in (*run_config.SWEPT_FIELDS, "dataset")}
+            if field not in (*run_config.SWEPT_FIELDS, "dataset") and FLAGS[field].present}
 
 
 def main(argv: list[str]) -> None:
