@@ -24,6 +24,7 @@ from keras_vae import (
     distribute,
     files,
     latent_centering,
+    latent_choices,
     latent_whitening,
     latents,
     likelihoods,
@@ -356,6 +357,7 @@ def check_config(config: RunConfig) -> None:
     for name in ("beta", "free_bits", "kl_warmup_steps"):
         if not getattr(config, name) >= 0:
             raise ValueError(f"Expected {name} >= 0. Received: {name}={getattr(config, name)}")
+    latent_choices.check_config(config)  # --prior, --posterior, --sampler and their sizes
 
 
 def _backup_name(strategy) -> str:
@@ -509,6 +511,7 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
             free_bits=config.free_bits,
             seed=config.seed,
             **model_kwargs,
+            **latent_choices.model_parts(config, x_train),  # --prior, --posterior
         )
         model.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate),
@@ -519,6 +522,8 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
             f"--align_latents=whiten fits a covariance of the {config.latent_dim} latent dimensions and needs more "
             f"train images than that. Received {len(x_train)}. Use --align_latents=center or none."
         )
+    with strategy.scope():  # float32 whatever --mixed_precision: it is fitted and drawn outside the networks
+        sampler = latent_choices.make_sampler(config, model, x_train)  # checks its size; fitted after training
     # Everything is checked: only now does the run write into `out`.
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
@@ -568,6 +573,7 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
     if config.refit_sigma:
         calibration.refit_sigma(model, train_inputs)
     alignment_gain = align_latents(model, x_train, config.align_latents)
+    latent_choices.fit_sampler(model, sampler, x_train, config)  # on the codes of the aligned model
     metrics = evaluate(model, x_test, config.batch_size, y_test)
     metrics.update(
         epochs=config.epochs,
@@ -577,6 +583,8 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         train_images=len(x_train),
         test_images=len(x_test),
     )
+    if not hasattr(model, "run_metrics"):  # a model of images: its prior, posterior, sampler and KL estimator
+        metrics.update(latent_choices.describe(config, model, x_test, () if y_test is None else (y_test,)))
     metrics.update(run_record.describe(metrics, config, model, alignment_gain))  # flags that applied, units, versions
     if not _is_chief(strategy):
         shutil.rmtree(backup, ignore_errors=True)

@@ -28,6 +28,9 @@ NETWORK_NAMES = ("conv", "mlp", "resnet", "pixelcnn")
 STRATEGIES = ("none", "mirrored", "multiworker")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
 LATENT_ALIGNMENTS = ("whiten", "center", "none")
+PRIOR_NAMES = ("standard", "mixture", "vamp")  # keras_vae.priors.NAMES
+POSTERIOR_NAMES = ("diagonal", "iaf")
+SAMPLER_NAMES = ("none", "gaussian", "gmm", "two_stage")  # keras_vae.samplers.NAMES
 
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None,  # noqa: A002 - absl's name
@@ -101,11 +104,29 @@ class RunConfig:
     frame_size: int = setting(32, "--dataset=moving_mnist: frame height and width (a multiple of 8; SVG: 64).",
                               lower_bound=8)
     num_digits: int = setting(2, "--dataset=moving_mnist: digits per video.", lower_bound=1)
-    num_sequences: int = setting(0, "--dataset=moving_mnist: train videos to generate (the test split gets a ninth, "
-                                 "at least 1); 0: 9,000 and 1,000.", lower_bound=0)
-
     image_size: int = setting(64, "--dataset=sprites: image height and width of the rendered sprites (dSprites: 64).",
                               lower_bound=8)
+    num_sequences: int = setting(0, "--dataset=moving_mnist: train videos to generate (the test split gets a ninth, "
+                                 "at least 1); 0: 9,000 and 1,000.", lower_bound=0)
+    prior: str = setting("standard", "p(z) of --model=vae: N(0, I), a learned Gaussian mixture or a VampPrior (the "
+                         "mixture of the posteriors of learned pseudo-inputs, started at train images).",
+                         choices=PRIOR_NAMES)
+    prior_components: int = setting(10, "--prior=mixture: components.", lower_bound=1)
+    pseudo_inputs: int = setting(500, "--prior=vamp: pseudo-inputs (at most the train images).", lower_bound=1)
+    posterior: str = setting("diagonal", "q(z|x) of --model=vae: a diagonal Gaussian, or an inverse autoregressive "
+                             "flow on one.", choices=POSTERIOR_NAMES)
+    num_flows: int = setting(2, "--posterior=iaf: autoregressive flows.", lower_bound=1)
+    flow_hidden_units: int = setting(320, "--posterior=iaf: width of each flow's network and of its context.",
+                                     lower_bound=1)
+    sampler: str = setting("none", "After training, what --model=vae samples z from: the prior ('none'), the Gaussian "
+                           "of the train codes ('gaussian': the --align_latents=whiten fold where it applies, else a "
+                           "one-component 'gmm'), a Gaussian mixture of them ('gmm') or a second VAE on them "
+                           "('two_stage').", choices=SAMPLER_NAMES)
+    sampler_components: int = setting(10, "--sampler=gmm: mixture components.", lower_bound=1)
+    two_stage_units: int = setting(512, "--sampler=two_stage: width of the second VAE's layers.", lower_bound=1)
+    two_stage_epochs: int = setting(100, "--sampler=two_stage: passes of the second VAE over the train codes.",
+                                    lower_bound=1)
+
 
 def field_help(name: str) -> str:
     """The help of the `RunConfig` field (and `train` flag) `name`."""

@@ -210,7 +210,13 @@ class TwoStageSampler(_Sampler):
         self.log_gamma = self.add_weight(shape=(), initializer="zeros", name="log_gamma")
         self.shift = self.add_weight(shape=(d,), initializer="zeros", trainable=False, name="shift")
         self.scale = self.add_weight(shape=(d,), initializer="ones", trainable=False, name="scale")
+        self._set_trainable(self.trainable)  # a fitted one loads with trainable=False
         self.built = True
+
+    def _set_trainable(self, trainable: bool) -> None:
+        # Each part by hand: `self.trainable = ...` does not reach the networks of a layer made with trainable=False.
+        self._trainable = trainable
+        self.encoder.trainable = self.generator.trainable = self.log_gamma.trainable = trainable
 
     def num_parameters(self) -> int:
         # The network is overparameterised by design; it must at least fit the codes' mean and covariance.
@@ -241,6 +247,7 @@ class TwoStageSampler(_Sampler):
                 more codes than a Gaussian of the codes has parameters.
         """
         codes = self._checked_codes(codes)
+        self._set_trainable(True)  # only while it fits (see the end)
         shift, scale = codes.mean(axis=0), codes.std(axis=0) + 1e-6
         self.shift.assign(shift.astype("float32"))
         self.scale.assign(scale.astype("float32"))
@@ -260,6 +267,9 @@ class TwoStageSampler(_Sampler):
         for epoch in range(self.epochs):
             for index, batch in enumerate(data):
                 step(batch, tf.constant([self.seed, epoch * 100_000 + index], tf.int64))
+        # Fitted, its weights are frozen (and saved so): the model's `fit` must not see them, and its optimizer,
+        # built before the sampler was attached, must find as many variables when the saved model is loaded.
+        self._set_trainable(False)
         self.fitted.assign(1.0)
         return self
 
