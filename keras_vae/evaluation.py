@@ -749,6 +749,8 @@ def report(
         results["fid_reconstruction"] = fid(x, reconstructions(model, inputs), feature_extractor, progress=progress,
                                             label="reconstructions")
         results["fid_images"] = {"real": len(x), "prior_samples": fid_samples, "reconstructions": len(x)}
+        sampler = getattr(model, "sampler", None)  # what the prior samples drew z from (`sampling_distribution`)
+        results["prior_samples_from"] = "prior" if sampler is None else type(sampler).__name__
     return results
 
 

@@ -137,3 +137,23 @@ def test_cli_bad_choices_are_one_line(tmp_path, npz):
         assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
         assert "Traceback" not in result.stderr
         assert not (tmp_path / "run").exists()
+
+
+def test_evaluation_scores_the_samples_of_the_fitted_sampler(tmp_path, npz):
+    from keras_vae import evaluation
+
+    model, _ = experiment.train(config(tmp_path, npz, sampler="gmm", sampler_components=2), verbose=0)
+    x = make_images(12, (8, 8, 1), seed=1)
+
+    def features(images, training=False):  # stands in for the FID feature model: the images' means, as 2-D features
+        images = np.asarray(images)
+        return np.stack([images.mean(axis=(1, 2, 3)), images.std(axis=(1, 2, 3))], axis=1)
+
+    results = evaluation.report(model, x, iwae_samples=2, feature_extractor=features, fid_samples=20,
+                                dequantized_bits=False)
+    assert results["prior_samples_from"] == "GaussianMixtureSampler"
+    expected = evaluation.fid(x, evaluation.prior_samples(model, 20, seed=0), features)
+    np.testing.assert_allclose(results["fid_prior"], expected, rtol=1e-5)
+    samplers.detach(model)
+    assert evaluation.report(model, x, iwae_samples=2, feature_extractor=features, fid_samples=20,
+                             dequantized_bits=False)["prior_samples_from"] == "prior"
