@@ -34,6 +34,8 @@ References:
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -118,8 +120,17 @@ def _over_steps(loc, scale) -> tfd.Distribution:
 
 
 # ---------------------------------------------------------------- networks
+def _norm(channels: int, name: str) -> keras.layers.Layer:
+    """Group normalization (4 groups) after every hidden convolution, where SVG's DCGAN frame networks
+    have batch normalization: it keeps activations bounded as theirs does, without batch statistics, so
+    training and inference compute one ELBO. Without it the decoder's logits diverge in the first Adam
+    steps and the sigmoid mean saturates at 0, where its gradients vanish (black frames;
+    benchmarks/results/sequence.md)."""
+    return keras.layers.GroupNormalization(groups=math.gcd(int(channels), 4), name=name)
+
+
 def frame_encoder(frame_shape, filters: int = 32, feature_dim: int = 128, name: str = "frame_encoder") -> keras.Model:
-    """SVG's DCGAN-style frame encoder: three stride-2 convolutions, then h(x) in [-1, 1].
+    """SVG's DCGAN-style frame encoder: three stride-2 convolutions (group-normalised), then h(x) in [-1, 1].
 
     Args:
         frame_shape: `(H, W, C)`, H and W divisible by 8.
@@ -137,7 +148,7 @@ def frame_encoder(frame_shape, filters: int = 32, feature_dim: int = 128, name: 
     skips, h = [], frames
     for level in range(3):
         h = keras.layers.Conv2D(filters * 2**level, 4, strides=2, padding="same", name=f"down{level}")(h)
-        h = keras.layers.LeakyReLU(0.2)(h)
+        h = keras.layers.LeakyReLU(0.2)(_norm(filters * 2**level, f"down{level}_norm")(h))
         skips.append(h)
     features = keras.layers.Dense(feature_dim, activation="tanh", name="features")(keras.layers.Flatten()(h))
     return keras.Model(frames, [features, *skips], name=name)
@@ -158,11 +169,13 @@ def frame_decoder(frame_shape, filters: int = 32, feature_dim: int = 128, params
     skips = [keras.Input((height // 2 ** (k + 1), width // 2 ** (k + 1), filters * 2**k), name=f"skip{k}")
              for k in range(3)]
     h = keras.layers.Dense((height // 8) * (width // 8) * filters * 4, name="project")(features)
-    h = keras.layers.LeakyReLU(0.2)(keras.layers.Reshape((height // 8, width // 8, filters * 4))(h))
+    h = keras.layers.Reshape((height // 8, width // 8, filters * 4))(h)
+    h = keras.layers.LeakyReLU(0.2)(_norm(filters * 4, "project_norm")(h))
     for level in (2, 1, 0):
         h = keras.layers.Concatenate()([h, skips[level]])
-        h = keras.layers.Conv2D(filters * 2 ** max(level - 1, 0), 3, padding="same", name=f"conv{level}")(h)
-        h = keras.layers.UpSampling2D(2)(keras.layers.LeakyReLU(0.2)(h))
+        maps = filters * 2 ** max(level - 1, 0)
+        h = keras.layers.Conv2D(maps, 3, padding="same", name=f"conv{level}")(h)
+        h = keras.layers.UpSampling2D(2)(keras.layers.LeakyReLU(0.2)(_norm(maps, f"conv{level}_norm")(h)))
     params = keras.layers.Conv2D(channels * params_per_channel, 3, padding="same", name="params")(h)
     return keras.Model([features, *skips], params, name=name)
 
