@@ -40,6 +40,8 @@ ValueError: --posterior=iaf is a flow on a continuous latent, but --model=gumbel
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from keras_vae import flows, latent_whitening, latents, priors, samplers
@@ -147,19 +149,24 @@ def fit_sampler(model, sampler, x_train: np.ndarray, config) -> None:
 
 
 def describe(config, model, x_test: np.ndarray, labels=()) -> dict:
-    """What `metrics.json` records: `prior`, `posterior`, `sampler` (the fitted class, `whitening` or
-    `none`) and `kl_estimator` (`analytic` or `monte_carlo`, at two test images)."""
+    """What `metrics.json` records: `prior` (the prior layer's class, `StandardNormal`, or for a family
+    with its own prior the class of its distribution), `posterior`, `sampler` (the fitted class,
+    `whitening` or `none`) and `kl_estimator` (`analytic` or `monte_carlo`, at two test images)."""
     inputs = model.as_inputs(x_test[:2], *(y[:2] for y in labels))
-    estimator = latents.kl_estimator(model.posterior_distribution(inputs), model.prior_distribution(inputs))
+    p = model.prior_distribution(inputs)
+    estimator = latents.kl_estimator(model.posterior_distribution(inputs), p)
     if getattr(model, "sampler", None) is not None:
         sampler = type(model.sampler).__name__
     elif config.sampler == "gaussian":  # the whitening fold (a fallback mixture is the model's sampler)
         sampler = "whitening"
     else:
         sampler = "none"
-    prior = getattr(model, "prior", None)
+    if "prior" in inspect.signature(type(model).__init__).parameters:  # a prior layer, or N(0, I) without one
+        prior = "StandardNormal" if model.prior is None else type(model.prior).__name__
+    else:  # a family with its own prior: the distribution it builds
+        prior = type(p).__name__
     return {
-        "prior": "StandardNormal" if prior is None else type(prior).__name__,
+        "prior": prior,
         "posterior": type(model.posterior).__name__ if hasattr(model, "posterior") else type(model).__name__,
         "sampler": sampler,
         "kl_estimator": estimator,

@@ -157,3 +157,12 @@ def test_evaluation_scores_the_samples_of_the_fitted_sampler(tmp_path, npz):
     samplers.detach(model)
     assert evaluation.report(model, x, iwae_samples=2, feature_extractor=features, fid_samples=20,
                              dequantized_bits=False)["prior_samples_from"] == "prior"
+
+
+def test_a_family_with_its_own_prior_records_its_distribution():
+    from keras_vae import latent_choices, models
+
+    model = models.get("gumbel")((8, 8, 1), network="conv", latent_dim=2, likelihood="optimal")
+    described = latent_choices.describe(experiment.RunConfig(model="gumbel"), model, make_images(4, (8, 8, 1)))
+    assert described == {"prior": "Independent", "posterior": "GumbelSoftmax", "sampler": "none",
+                         "kl_estimator": "analytic"}
