@@ -181,15 +181,12 @@ def frame_decoder(frame_shape, filters: int = 32, feature_dim: int = 128, params
 
 
 # ------------------------------------------------------------ distributions
-class Frames(tfd.Distribution):
-    """Videos of independent frames: a per-frame distribution with batch `(B * T,)` (video-major)
-    seen as one with batch `(B,)` and event `(T, H, W, C)`; `log_prob` sums over the frames."""
+class _PerVideo(tfd.Distribution):
+    """A float32 distribution with batch `(B,)`, one per video, and no parameters of its own."""
 
-    def __init__(self, per_frame: tfd.Distribution, steps, name: str = "Frames"):
-        parameters = dict(locals())
-        self.per_frame, self.steps = per_frame, steps
-        super().__init__(dtype=tf.float32, reparameterization_type=per_frame.reparameterization_type,
-                         validate_args=False, allow_nan_stats=True, parameters=parameters, name=name)
+    def __init__(self, reparameterization_type, parameters: dict, name: str):
+        super().__init__(dtype=tf.float32, reparameterization_type=reparameterization_type, validate_args=False,
+                         allow_nan_stats=True, parameters=parameters, name=name)
 
     @classmethod
     def _parameter_properties(cls, dtype, num_classes=None):
@@ -197,6 +194,16 @@ class Frames(tfd.Distribution):
 
     def _batch_shape(self):
         return tf.TensorShape([None])
+
+
+class Frames(_PerVideo):
+    """Videos of independent frames: a per-frame distribution with batch `(B * T,)` (video-major)
+    seen as one with batch `(B,)` and event `(T, H, W, C)`; `log_prob` sums over the frames."""
+
+    def __init__(self, per_frame: tfd.Distribution, steps, name: str = "Frames"):
+        parameters = dict(locals())
+        self.per_frame, self.steps = per_frame, steps
+        super().__init__(per_frame.reparameterization_type, parameters, name)
 
     def _event_shape(self):
         return tf.TensorShape([None, *self.per_frame.event_shape])
@@ -216,7 +223,7 @@ class Frames(tfd.Distribution):
 
 
 # ------------------------------------------------------------------ the prior
-class RolloutPrior(tfd.Distribution):
+class RolloutPrior(_PerVideo):
     """The learned prior without the future: z drawn from p(z_t | x_<t) step by step, each
     x_t the decoder mean at z_t (the model's own frames), for `num_future` steps.
 
@@ -228,15 +235,7 @@ class RolloutPrior(tfd.Distribution):
     def __init__(self, model: SequenceVAE, context, num_future, name: str = "RolloutPrior"):
         parameters = dict(locals())
         self.model, self.context, self.num_future = model, context, num_future
-        super().__init__(dtype=tf.float32, reparameterization_type=tfd.FULLY_REPARAMETERIZED, validate_args=False,
-                         allow_nan_stats=True, parameters=parameters, name=name)
-
-    @classmethod
-    def _parameter_properties(cls, dtype, num_classes=None):
-        return {}
-
-    def _batch_shape(self):
-        return tf.TensorShape([None])
+        super().__init__(tfd.FULLY_REPARAMETERIZED, parameters, name)
 
     def _event_shape(self):
         return tf.TensorShape([None, self.model.latent_dim])
