@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from keras_vae import data as data_lib
+from keras_vae import files
 from keras_vae.checks import positive_int
 
 MOVING_MNIST = "moving_mnist"
@@ -291,15 +291,8 @@ def save_videos(path, x) -> Path:
         raise FileExistsError(f"{path} exists; refusing to overwrite it.")
     validate_videos(x)
     frames = np.round(np.asarray(x) * 255.0).astype("uint8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-    os.close(handle)
-    try:
+    with files.atomic_path(path) as temporary:  # keeps the .npz suffix, so numpy adds none
         np.savez_compressed(temporary, x=frames)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path
 
 
@@ -349,20 +342,6 @@ def _to_uint8(frames) -> np.ndarray:
     return np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
 
 
-def _atomic_image_write(path: Path, save) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        save(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
-
-
 def strip(context, truth, samples, gap: int = 2) -> np.ndarray:
     """One picture of a prediction: rows `context | ground truth`, then `context | sample k`.
 
@@ -388,7 +367,9 @@ def write_strip(path, context, truth, samples) -> Path:
     from PIL import Image
 
     picture = Image.fromarray(strip(context, truth, samples))
-    return _atomic_image_write(path, lambda name: picture.save(name, format="PNG"))
+    with files.atomic_path(path) as temporary:
+        picture.save(temporary, format="PNG")
+    return Path(path)
 
 
 def write_gif(path, videos, duration_ms: int = 150) -> Path:
@@ -397,5 +378,6 @@ def write_gif(path, videos, duration_ms: int = 150) -> Path:
 
     videos = _to_uint8(videos)
     frames = [Image.fromarray(np.concatenate(list(videos[:, t]), axis=1)) for t in range(videos.shape[1])]
-    return _atomic_image_write(path, lambda name: frames[0].save(
-        name, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0))
+    with files.atomic_path(path) as temporary:
+        frames[0].save(temporary, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+    return Path(path)
