@@ -34,7 +34,7 @@ import keras
 import numpy as np
 
 from keras_vae import data as data_lib
-from keras_vae import logs
+from keras_vae import files, logs
 
 VERSION = "v2"  # v2: trained 10 epochs (v1: 3 epochs, test accuracy 0.949 on MNIST)
 FEATURE_LAYER = "features"
@@ -168,4 +168,4 @@ def _save_new(classifier: keras.Model, path: Path, info: dict, info_path: Path) 
         except FileExistsError:
             return
     if not info_path.exists():
-        info_path.write_text(json.dumps(info, indent=2) + "\n")
+        files.write_json(info_path, info)
