@@ -40,12 +40,11 @@ ValueError: --posterior=iaf is a flow on a continuous latent, but --model=gumbel
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 
 from keras_vae import flows, latent_whitening, latents, priors, samplers
 from keras_vae.checks import positive_int
+from keras_vae.models.vae import takes_argument
 
 DISCRETE_MODELS = ("vqvae", "gumbel")  # families whose latent is a discrete code
 SIZES = ("prior_components", "pseudo_inputs", "num_flows", "flow_hidden_units", "sampler_components",
@@ -161,7 +160,7 @@ def describe(config, model, x_test: np.ndarray, labels=()) -> dict:
         sampler = "whitening"
     else:
         sampler = "none"
-    if "prior" in inspect.signature(type(model).__init__).parameters:  # a prior layer, or N(0, I) without one
+    if takes_argument(type(model), "prior"):  # a prior layer, or N(0, I) without one
         prior = "StandardNormal" if model.prior is None else type(model.prior).__name__
     else:  # a family with its own prior: the distribution it builds
         prior = type(p).__name__

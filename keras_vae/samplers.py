@@ -36,8 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import inspect
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -46,6 +44,7 @@ from keras import ops
 
 from keras_vae import latents
 from keras_vae.checks import positive_int
+from keras_vae.models.vae import takes_argument
 from keras_vae.noise import Noise, SeededNoise
 
 tfd = tfp.distributions
@@ -318,7 +317,7 @@ def fit(model, sampler: _Sampler, data, batch_size: int = 500, seed: int = 0) ->
         ValueError: If the sampler does not fit the model's latent, or for
             too few codes (see each sampler's `fit`).
     """
-    if "sampler" not in inspect.signature(type(model).__init__).parameters:
+    if not takes_argument(type(model), "sampler"):
         raise TypeError(f"A {type(model).__name__} takes no post-hoc sampler (its constructor has no `sampler`): "
                         "samplers serve models whose latent is one vector, such as keras_vae.VAE.")
     sampler.check(model.latent_shape, model.image_shape)

@@ -732,6 +732,17 @@ def build(family: type[VAE], input_shape, network: str = "conv", likelihood="opt
                   **family.networks_for(input_shape, network, likelihood.params_per_channel, **arguments))
 
 
+def takes_argument(family: type[VAE], name: str) -> bool:
+    """Whether the constructor of `family` takes an argument called `name` (e.g. `prior`, `sampler`).
+
+    Example:
+
+    >>> takes_argument(VAE, "sampler")
+    True
+    """
+    return name in inspect.signature(family.__init__).parameters
+
+
 def default_argument(family: type[VAE], name: str):
     """The default of constructor argument `name` of `family` (e.g. a spatial model's `beta`), or None.
 
