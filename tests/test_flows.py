@@ -104,3 +104,29 @@ def test_iaf_vae_meets_the_contract(tmp_path):
                          posterior=flows.IAFPosterior(3, num_flows=2, hidden_units=16))
     run_family_test(model, {"x": X}, tmp_path)
     assert not kv.latent_whitening.supports(model)
+
+
+def test_iwae_weights_and_the_elbo_score_the_flowed_posterior_not_its_base():
+    keras.utils.set_random_seed(0)
+    model = kv.build_vae((8, 8, 1), network="mlp", latent_dim=4, likelihood="learned", seed=0,
+                         posterior=flows.IAFPosterior(4, num_flows=2, hidden_units=16))
+    model(X[:2])
+    rng = np.random.default_rng(5)
+    for network in model.posterior.networks:  # a flow far from the identity, conditioned on x
+        network.kernels[2].assign(0.5 * rng.normal(size=network.kernels[2].shape).astype("float32"))
+    x = tf.constant(X[:3])
+    log_w = model.log_importance_weights({"x": x}, 2, noise=SeededNoise([4, 5])).numpy()
+    repeated = {"x": tf.reshape(tf.repeat(x[None], 2, axis=0), (6, 8, 8, 1))}
+    q = model.posterior_distribution(repeated)
+    z = latents.draw(q, SeededNoise([4, 5]))
+    z_copy = tf.constant(z.numpy())  # a new tensor: log q by inverting the flow, not TFP's cache
+    log_joint = (model.likelihood_distribution(z_copy, repeated).log_prob(repeated["x"])
+                 + model.prior_distribution().log_prob(z_copy))
+    flowed = log_joint - q.log_prob(z_copy)
+    np.testing.assert_allclose(log_w, flowed.numpy().reshape(2, 3), rtol=1e-4, atol=1e-3)
+    base = log_joint - q.distribution.log_prob(z_copy)  # the base density at z: a different, wrong weight
+    assert np.abs(base.numpy() - flowed.numpy()).max() > 1.0
+    contexts = model.posterior(model.encoder(x))[2].numpy()
+    assert np.abs(contexts[0] - contexts[1]).max() > 1e-3  # the flows see the image through the context h(x)
+    terms = model.compute_terms({"x": x}, noise=SeededNoise([6, 7]), fit_sigma=False)
+    assert terms["kl_per_dim"].shape == (3, 1)  # the Monte Carlo KL of the flow at the step's draw
