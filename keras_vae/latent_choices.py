@@ -42,28 +42,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_vae import flows, latent_whitening, latents, priors, samplers
+from keras_vae import flows, latent_whitening, latents, models, priors, samplers
 from keras_vae.checks import positive_int
 from keras_vae.models.vae import takes_argument
 
-DISCRETE_MODELS = ("vqvae", "gumbel")  # families whose latent is a discrete code
 SIZES = ("prior_components", "pseudo_inputs", "num_flows", "flow_hidden_units", "sampler_components",
          "two_stage_units", "two_stage_epochs")
 
 
+DEFAULTS = {"prior": "standard", "posterior": "diagonal", "sampler": "none"}
+
+
 def chosen(config) -> list[str]:
     """The flags of `config` that are not their defaults, as `--name=value` (e.g. `['--prior=vamp']`)."""
-    defaults = {"prior": "standard", "posterior": "diagonal", "sampler": "none"}
-    return [f"--{name}={getattr(config, name)}" for name, default in defaults.items()
+    return [f"--{name}={getattr(config, name)}" for name, default in DEFAULTS.items()
             if getattr(config, name) != default]
 
 
 def check_config(config) -> None:
     """Refuses choices that do not apply to the run, before any data is read.
 
+    The family says what it takes (`VAE.latent_choices`, `VAE.latent_is_discrete`).
+
     Raises:
         ValueError: For a size below 1, an unknown name, a flow on a discrete
-            latent, or a choice for a family other than `--model=vae`.
+            latent, or a choice the `--model` family does not take.
     """
     for name in SIZES:
         positive_int(name, getattr(config, name))
@@ -73,13 +76,19 @@ def check_config(config) -> None:
         raise ValueError(f"Expected --posterior in ('diagonal', 'iaf'). Received: posterior={config.posterior!r}")
     if config.sampler not in samplers.NAMES:
         raise ValueError(f"Expected --sampler in {samplers.NAMES}. Received: sampler={config.sampler!r}")
-    if config.posterior == "iaf" and config.model in DISCRETE_MODELS:
+    family = models.FAMILIES.get(config.model)
+    if family is None:
+        return  # `models.get` names the unknown model
+    takers = [name for name, other in models.FAMILIES.items() if other.latent_choices]
+    if config.posterior == "iaf" and family.latent_is_discrete:
         raise ValueError(f"--posterior=iaf is a flow on a continuous latent, but --model={config.model}'s latent is "
-                         "discrete. Use --model=vae.")
-    used = chosen(config)
-    if used and config.model != "vae":
-        raise ValueError(f"{' '.join(used)} applies to --model=vae (one latent vector) only; --model={config.model} "
-                         "has its own latent and prior. Drop it or use --model=vae.")
+                         f"discrete. Use --model={' or '.join(takers)}.")
+    used = [f"--{name}={getattr(config, name)}" for name, default in DEFAULTS.items()
+            if getattr(config, name) != default and name not in family.latent_choices]
+    if used:
+        raise ValueError(f"{' '.join(used)} applies to --model={' or '.join(takers)} (one latent vector) only; "
+                         f"--model={config.model} has its own latent and prior. Drop it or use "
+                         f"--model={' or '.join(takers)}.")
 
 
 def model_parts(config, x_train: np.ndarray) -> dict:

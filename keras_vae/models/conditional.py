@@ -49,6 +49,8 @@ class ConditionalVAE(VAE):
     TensorShape([4, 8, 8, 1])
     """
 
+    latent_choices = ()  # its latent is conditioned on the label: no learned prior, flow or sampler of z alone
+
     def __init__(
         self,
         encoder: keras.Model,

@@ -156,6 +156,8 @@ class GumbelSoftmaxVAE(VAE):
     """
 
     extra_metric_names = ("temperature",)
+    latent_choices = ()  # its own latent and prior
+    latent_is_discrete = True
     config_attributes = {**VAE.config_attributes, "temperature": "initial_temperature"}
 
     def __init__(

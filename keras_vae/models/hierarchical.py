@@ -88,6 +88,7 @@ class HierarchicalVAE(VAE):
     """
 
     extra_metric_names = ("kl_z1", "kl_z2")
+    latent_choices = ()  # its own latent and prior
 
     def __init__(
         self,

@@ -280,6 +280,8 @@ class SequenceVAE(VAE):
     TensorShape([1, 3, 4, 16, 16, 1])
     """
 
+    latent_choices = ()  # a latent per frame with a learned recurrent prior of its own
+
     def __init__(
         self,
         encoder: keras.Model,

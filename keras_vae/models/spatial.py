@@ -213,6 +213,8 @@ class SpatialVAE(VAE):
     TensorShape([2, 16, 16, 1])
     """
 
+    latent_choices = ()  # a latent map, not one vector
+
     def __init__(
         self,
         encoder: keras.Model,

@@ -167,6 +167,10 @@ class VAE(keras.Model):
 
     # Metrics beyond METRIC_NAMES that a family reports (from `auxiliary_terms` or `_metric_value`).
     extra_metric_names: tuple[str, ...] = ()
+    # The parts of `keras_vae.latent_choices` (`--prior`, `--posterior`, `--sampler`) the family takes:
+    # a learned prior, a flow posterior and a post-hoc sampler, all of one latent vector.
+    latent_choices: tuple[str, ...] = ("prior", "posterior", "sampler")
+    latent_is_discrete: bool = False  # a code of categories: no flow or density on it
 
     def __init__(
         self,

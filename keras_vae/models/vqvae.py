@@ -380,6 +380,8 @@ class VQVAE(SpatialVAE):
     """
 
     extra_metric_names = ("vq_loss", "perplexity")
+    latent_choices = ()  # its own latent and prior
+    latent_is_discrete = True
 
     def config_value(self, name: str):
         """The codebook's settings live in the quantizer."""
