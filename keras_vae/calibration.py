@@ -7,14 +7,16 @@
   starts at 1 and needs hundreds of steps). `VAE.fit` calls it; it runs once
   per model (the likelihood's `started` weight is saved with it) and not at
   all with `Gaussian(..., data_dependent_start=False)`.
-- `refit_sigma(model, data)`: after training, the running MSE of an optimal
-  sigma mode is recomputed over `data` (the training set) at the final
-  weights in one pass, like a batch-norm recalibration: the MSE of the
+- `refit_sigma(model, data)`: after training, the served sigma (an optimal
+  mode's running MSE, or a learned sigma) is recomputed over `data` at the
+  final weights in one pass, like a batch-norm recalibration: the MSE of the
   model's reconstructions (the decoder mean at the posterior's mode). The
   sigma that `decode`, `sample`, export and the running-sigma ELBO use is
   then the RMSE of the trained model, not an average that remembers the
-  large errors of the first steps and of early, wide posteriors.
-  `kv.callbacks.SigmaRefit` runs it at the end of `fit`.
+  large errors of the first steps and of early, wide posteriors. `data` is
+  the train split, or images held out of training (`train --refit_split`),
+  whose error is the one unseen images get. `kv.callbacks.SigmaRefit` runs it
+  at the end of `fit`.
 
 Both go through the model contract, so they serve every family.
 
@@ -30,7 +32,6 @@ Example:
 from __future__ import annotations
 
 import numpy as np
-from keras import ops
 
 from keras_vae import evaluation, latents
 from keras_vae.noise import SeededNoise
@@ -57,35 +58,38 @@ def start(model, inputs: dict) -> bool:
 
 
 def refit_sigma(model, data, batch_size: int = 500) -> float | None:
-    """Sets an optimal sigma mode's running MSE to the MSE over `data` at the current weights.
+    """Sets the served sigma of `model` to the RMSE of its reconstructions of `data`.
 
     One pass over the reconstructions (the decoder mean at the posterior's
-    mode, `keras_vae.latents.mode`; no draw). The MSE shares sigma as the mode does (`"optimal"`: all pixels;
-    `"optimal_per_channel"`: per channel; `"optimal_per_image"`: the mean of
-    the per-image MSEs, the statistic its running average keeps).
+    mode, `keras_vae.latents.mode`; no draw). The MSE is shared as the
+    likelihood shares sigma (`refit_reduction`: `"optimal"` and `"learned"`:
+    all pixels; `"optimal_per_channel"`: per channel; `"optimal_per_image"`:
+    the mean of the per-image MSEs, the statistic its running average keeps).
+    An optimal mode's running MSE takes the value; a learned sigma's log
+    sigma does. Refit on the train split, it removes the memory of the first
+    steps; refit on images held out of training, it also sees the error on
+    unseen images, which is what a served model meets.
 
     Args:
         model: A `VAE` of any family.
-        data: Training images (or `(images, labels)`) or a dataset.
+        data: Images (or `(images, labels)`) or a dataset.
         batch_size: Images per batch. Defaults to 500.
 
     Returns:
         The served sigma afterwards (its mean over channels), or None when
-        the likelihood has no optimal sigma.
+        the likelihood has no shared sigma to refit (fixed, per pixel, not Gaussian).
     """
     likelihood = model.likelihood
-    if not likelihood.is_optimal:
+    reduction = likelihood.refit_reduction
+    if reduction is None:
         return None
-    layer = likelihood.optimal_sigma
     total, count = 0.0, 0
     for batch in evaluation.input_batches(evaluation.as_inputs(model, data), batch_size):
         z = model.decoder_latent(latents.mode(model.posterior_distribution(batch)))
         squared = np.square(batch["x"] - np.asarray(likelihood.mean(model.decoder_params(z, batch))))
-        reduction_axes = tuple(range(squared.ndim - (layer.reduction == "channel")))  # all (but the channels)
+        reduction_axes = tuple(range(squared.ndim - (reduction == "channel")))  # all (but the channels)
         total = total + squared.sum(axis=reduction_axes)
         count += squared.size // np.size(total)
-    mse = np.asarray(total / count, "float32")
-    # `running_log_sigma` divides by the bias correction 1 - momentum**num_updates: undo it.
-    correction = 1.0 - layer.momentum ** max(float(layer.num_updates.numpy()), 1.0)
-    layer.running_mse.assign(np.asarray(mse * correction, layer.running_mse.dtype))
-    return float(np.mean(np.exp(np.asarray(ops.convert_to_tensor(likelihood.soft_clip(layer.running_log_sigma()))))))
+    likelihood.refit_to(np.asarray(total / count, "float32"))
+    served = likelihood.log_sigma(np.zeros((1, 1, 1, likelihood.params_per_channel * np.size(total)), "float32"))
+    return float(np.mean(np.exp(np.asarray(served))))

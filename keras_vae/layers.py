@@ -217,6 +217,15 @@ class OptimalSigma(keras.layers.Layer):
         mse = self.running_mse / correction
         return 0.5 * ops.log(mse + MSE_EPSILON)
 
+    def set_running_mse(self, mse) -> None:
+        """Makes `running_log_sigma()` serve `0.5 * log(mse)` (a refit), keeping the update count.
+
+        Args:
+            mse: `()` or `(channels,)`, as the layer's reduction shares it.
+        """
+        correction = 1.0 - ops.power(self.momentum, ops.maximum(self.num_updates, 1.0))
+        self.running_mse.assign(ops.cast(ops.convert_to_tensor(mse), self.running_mse.dtype) * correction)
+
     def compute_output_shape(self, targets_shape, means_shape=None):
         if self.reduction == "batch":
             return ()

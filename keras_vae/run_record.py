@@ -94,7 +94,7 @@ def applied_flags(config, model, alignment_gain) -> dict:
 
     `sigma` applies to a fixed-sigma Gaussian only, `receptive_field` to the
     PixelCNN decoder, `data_dependent_start` to a learned or per-pixel sigma,
-    `refit_sigma` to an optimal sigma, `align_latents` to models that take it,
+    `refit_sigma` and `refit_split` to a shared sigma (optimal or learned), `align_latents` to models that take it,
     `context_frames` to models of videos, `num_frames`, `frame_size`,
     `num_digits` and `num_sequences` to `--dataset=moving_mnist`, `image_size` to `--dataset=sprites`;
     the sizes of `--prior`, `--posterior` and `--sampler` to the choice they size.
@@ -108,8 +108,8 @@ def applied_flags(config, model, alignment_gain) -> dict:
         skipped.add("receptive_field")
     if sigma_mode not in ("learned", "per_pixel"):
         skipped.add("data_dependent_start")
-    if not getattr(model.likelihood, "is_optimal", False):
-        skipped.add("refit_sigma")
+    if model.likelihood.refit_reduction is None:
+        skipped |= {"refit_sigma", "refit_split"}
     if alignment_gain is None and config.align_latents != "none":
         skipped.add("align_latents")
     if not hasattr(model, "context_frames"):  # a model of images

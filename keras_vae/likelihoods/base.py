@@ -29,12 +29,18 @@ class Likelihood(keras.layers.Layer):
 
     params_per_channel: int = 1
     # Calibration hooks (`keras_vae.calibration`); the Gaussian likelihood has both.
-    is_optimal: bool = False  # sigma fitted analytically, with a running statistic to refit
+    is_optimal: bool = False  # sigma fitted analytically, with a running statistic
     has_data_dependent_start: bool = False  # a sigma that `start_at` sets from the first batch
+    # How `refit_to` shares the MSE it is given: "batch" (one sigma), "image" or "channel"; None: no refit.
+    refit_reduction: str | None = None
 
     def start_at(self, targets, params) -> None:
         """Sets this likelihood's sigma from a first batch (see `has_data_dependent_start`)."""
         raise NotImplementedError(f"{type(self).__name__} has no data-dependent start.")
+
+    def refit_to(self, mse) -> None:
+        """Serves sigma = sqrt(`mse`) from now on (see `refit_reduction`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no sigma to refit.")
 
     def distribution(self, params, x=None, training: bool = False) -> tfd.Distribution:
         """Returns p(x|z) with batch shape `(batch,)` and event `(H, W, C)`.

@@ -140,6 +140,28 @@ class Gaussian(Likelihood):
         """Whether sigma is fitted analytically to the data."""
         return self.optimal_sigma is not None
 
+    @property
+    def refit_reduction(self) -> str | None:
+        """How `refit_to` shares its MSE; None for a fixed or per-pixel sigma (nothing shared to refit)."""
+        if self.is_optimal:
+            return self.optimal_sigma.reduction
+        return "batch" if self.sigma == "learned" else None
+
+    def refit_to(self, mse) -> None:
+        """Serves sigma = sqrt(`mse`): the running MSE of an optimal mode, or the learned log sigma.
+
+        Args:
+            mse: The MSE the sigma is shared over: `()`, or `(channels,)` for
+                `"optimal_per_channel"`.
+        """
+        if self.refit_reduction is None:
+            super().refit_to(mse)
+        if self.is_optimal:
+            self.optimal_sigma.set_running_mse(mse)
+        else:
+            log_sigma = 0.5 * ops.log(ops.convert_to_tensor(mse, "float32") + MSE_EPSILON)
+            self.log_sigma_variable.assign(log_sigma / self.log_sigma_scale)
+
     def _mean_and_raw_log_sigma(self, params):
         params = ops.convert_to_tensor(params, "float32")
         if self.sigma == "per_pixel":
