@@ -3,8 +3,9 @@
 For each dataset and sigma mode, one training run (conv net, latent 20, batch 128, Adam 1e-3) is
 scored at 100 steps, 1, 3 and 10 epochs: the test ELBO (optimal modes fit sigma to each test batch,
 as in training; "running" uses the served sigma), the served sigma over the RMSE of the test
-reconstructions, and for optimal modes the same after `keras_vae.calibration.refit_sigma` on the
-train split (scored on a copy of the running statistic, so training goes on unchanged). Learned and
+reconstructions, and for shared sigmas (optimal and learned) the same after
+`keras_vae.calibration.refit_sigma` on the train split and, with `--refit_split`, on images held out
+of training (scored on a copy of the likelihood's weights, so training goes on unchanged). Learned and
 per-pixel sigma run twice: with the data-dependent start (the default) and with the paper's start.
 
 Datasets: the embedded MNIST (9,000 / 1,000) and `hopper`, 32x32x3 patches (stride 8) of the colour
@@ -13,6 +14,7 @@ photograph `grace_hopper.jpg` that matplotlib ships (a real colour image, offlin
 
     .venv/bin/python benchmarks/calibration.py                  # both datasets (about 30 minutes)
     .venv/bin/python benchmarks/calibration.py --datasets=hopper --epochs=3
+    .venv/bin/python benchmarks/calibration.py --refit_split=0.1 --rows=learned,optimal --out=calibration_refit_split
 
 Writes `benchmarks/results/calibration.md` and `.json`.
 """
@@ -49,6 +51,9 @@ ROWS = {
 }
 flags.DEFINE_list("datasets", ["mnist", "hopper"], "Datasets: mnist, hopper.")
 flags.DEFINE_list("rows", list(ROWS), "Rows (sigma modes) to run.")
+flags.DEFINE_float("refit_split", 0.0, "Fraction of the train split (seeded) held out of training; the served "
+                   "sigma is then also refitted on it (0: refit on the train split only).")
+flags.DEFINE_string("out", "calibration", "Results name: benchmarks/results/NAME.md and .json.")
 flags.DEFINE_integer("epochs", 10, "The last checkpoint, in epochs (checkpoints: 100 steps, 1, 3, 10 epochs).")
 FLAGS = flags.FLAGS
 
@@ -70,8 +75,8 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
     return kv.data.load_arrays("mnist", "train"), kv.data.load_arrays("mnist", "test")
 
 
-def score(model, x_train, x_test) -> dict:
-    """Test ELBO (fitted and served sigma), served sigma / test RMSE, and the same after a refit."""
+def score(model, refit_sets: dict, x_test) -> dict:
+    """Test ELBO (fitted and served sigma), served sigma / test RMSE, and the same after each refit."""
     fitted, running = [], []
     for index, start in enumerate(range(0, len(x_test), 128)):
         batch = x_test[start : start + 128]
@@ -87,21 +92,22 @@ def score(model, x_train, x_test) -> dict:
 
     row = {"test_elbo": sum(fitted) / len(x_test), "test_elbo_running_sigma": sum(running) / len(x_test),
            "test_rmse": rmse, "served_over_rmse": served() / rmse}
-    if model.likelihood.is_optimal:
-        layer = model.likelihood.optimal_sigma
-        kept = np.asarray(layer.running_mse.numpy())
-        calibration.refit_sigma(model, x_train)
-        row["served_over_rmse_refit"] = served() / rmse
-        layer.running_mse.assign(kept)  # training goes on with its own running average
+    if model.likelihood.refit_reduction is not None:
+        kept = [weight.numpy() for weight in model.likelihood.weights]
+        for name, data in refit_sets.items():
+            calibration.refit_sigma(model, data)
+            row[f"served_over_rmse_refit_{name}"] = served() / rmse
+            for weight, value in zip(model.likelihood.weights, kept):
+                weight.assign(value)  # training goes on with its own sigma
     return row
 
 
 class Checkpoints(keras.callbacks.Callback):
     """Scores the model at 100 steps and at the end of epochs 1, 3 and the last."""
 
-    def __init__(self, x_train, x_test, epochs: int):
+    def __init__(self, refit_sets: dict, x_test, epochs: int):
         super().__init__()
-        self.data, self.epochs, self.rows, self.seconds, self.step = (x_train, x_test), epochs, {}, 0.0, 0
+        self.data, self.epochs, self.rows, self.seconds, self.step = (refit_sets, x_test), epochs, {}, 0.0, 0
         self.steps = {}  # the training step of each checkpoint, to order them
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -120,12 +126,13 @@ class Checkpoints(keras.callbacks.Callback):
             self.steps[f"{epoch + 1} epochs"] = self.step
 
 
-def run(dataset: str, row: str, x_train, x_test) -> dict:
+def run(dataset: str, row: str, x_train, x_test, x_held_out=None) -> dict:
     keras.utils.set_random_seed(0)
     likelihood = kv.Gaussian(**ROWS[row])
     model = kv.build_vae(x_train.shape[1:], network="conv", latent_dim=20, likelihood=likelihood, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    checkpoints = Checkpoints(x_train, x_test, FLAGS.epochs)
+    refit_sets = {"train": x_train, **({} if x_held_out is None else {"held_out": x_held_out})}
+    checkpoints = Checkpoints(refit_sets, x_test, FLAGS.epochs)
     model.fit(x_train, batch_size=128, epochs=FLAGS.epochs, shuffle=True, verbose=0, callbacks=[checkpoints])
     order = sorted(checkpoints.rows, key=checkpoints.steps.get)
     return {"dataset": dataset, "row": row, "checkpoints": {name: checkpoints.rows[name] for name in order},
@@ -137,7 +144,9 @@ def to_markdown(results: list[dict]) -> str:
     lines = [
         "# Calibration from the first steps (issue 21)",
         "",
-        f"Command: `python benchmarks/calibration.py --epochs={FLAGS.epochs}`; conv net, latent 20, batch 128, "
+        f"Command: `python benchmarks/calibration.py --epochs={FLAGS.epochs}"
+        + (f" --refit_split={FLAGS.refit_split} --out={FLAGS.out}" if FLAGS.refit_split else "")
+        + "`; conv net, latent 20, batch 128, "
         f"Adam 1e-3, seed 0; written {time.strftime('%Y-%m-%d %H:%M')}. Test ELBO in nats per image (higher is "
         "better; optimal modes fit sigma to each test batch); served / RMSE is the mean decoder sigma the model "
         "serves over the RMSE of its test reconstructions (1 is calibrated).",
@@ -154,8 +163,12 @@ def to_markdown(results: list[dict]) -> str:
             for c in checkpoints:
                 point = r["checkpoints"][c]
                 text = f"{point['served_over_rmse']:.3f}"
-                if "served_over_rmse_refit" in point:
-                    text += f" (refit {point['served_over_rmse_refit']:.3f})"
+                refits = [f"{key.removeprefix('served_over_rmse_refit_').replace('_', '-')} {value:.3f}"
+                          for key, value in point.items() if key.startswith("served_over_rmse_refit_")]
+                if "served_over_rmse_refit" in point:  # rows of earlier runs: refit on the train split
+                    refits.append(f"train {point['served_over_rmse_refit']:.3f}")
+                if refits:
+                    text += f" (refit {', '.join(refits)})"
                 cells.append(text)
             lines.append(f"| {r['row']} | " + " | ".join(cells) + f" | {r['images_per_second']:.0f} |")
         optimal = next((r for r in rows if r["row"] == "optimal"), None)
@@ -177,20 +190,25 @@ def _write(path: Path, text: str) -> None:
 
 def main(argv):
     RESULTS.mkdir(parents=True, exist_ok=True)
-    json_path = RESULTS / "calibration.json"
+    json_path = RESULTS / f"{FLAGS.out}.json"
     # Keep the saved rows this run does not redo, in their place.
     results = json.loads(json_path.read_text()) if json_path.exists() else []
     for dataset in FLAGS.datasets:
         x_train, x_test = load(dataset)
+        x_held_out = None
+        if FLAGS.refit_split:  # the rule of `train --refit_split`: a seeded random subset
+            order = np.random.default_rng(0).permutation(len(x_train))
+            count = int(round(FLAGS.refit_split * len(x_train)))
+            x_train, x_held_out = x_train[np.sort(order[count:])], x_train[np.sort(order[:count])]
         for row in FLAGS.rows:
-            redone = run(dataset, row, x_train, x_test)
+            redone = run(dataset, row, x_train, x_test, x_held_out)
             kept = [r for r in results if (r["dataset"], r["row"]) != (dataset, row)]
             results = kept + [redone] if len(kept) == len(results) else [
                 redone if (r["dataset"], r["row"]) == (dataset, row) else r for r in results]
             print(json.dumps(redone), flush=True)
             _write(json_path, json.dumps(results, indent=2) + "\n")
-            _write(RESULTS / "calibration.md", to_markdown(results))
-    print((RESULTS / "calibration.md").read_text())
+            _write(RESULTS / f"{FLAGS.out}.md", to_markdown(results))
+    print((RESULTS / f"{FLAGS.out}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from keras_vae import (
     plots,
     run_record,
 )
-from keras_vae.models.vae import VAE
+from keras_vae.models.vae import VAE, takes_argument
 from keras_vae.run_config import LATENT_ALIGNMENTS, RunConfig  # noqa: F401 - experiment.RunConfig is public
 
 RUN_FILES = ("model.keras", "metrics.json", "samples.png", "reconstructions.png")
@@ -357,6 +357,9 @@ def check_config(config: RunConfig) -> None:
     for name in ("beta", "free_bits", "kl_warmup_steps"):
         if not getattr(config, name) >= 0:
             raise ValueError(f"Expected {name} >= 0. Received: {name}={getattr(config, name)}")
+    if not 0.0 <= config.refit_split < 1.0:
+        raise ValueError(f"Expected 0 <= --refit_split < 1 (a fraction of the train split). "
+                         f"Received: refit_split={config.refit_split}")
     latent_choices.check_config(config)  # --prior, --posterior, --sampler and their sizes
 
 
@@ -457,6 +460,30 @@ def run_figures(model: VAE, x_test: np.ndarray, y_test, metrics: dict, seed: int
     }
 
 
+def hold_out(x_train: np.ndarray, y_train: np.ndarray | None, config: RunConfig) -> tuple:
+    """Splits `--refit_split` of the train split off for the refit of the served sigma.
+
+    Returns:
+        `((x_train, y_train), refit_inputs)`: the images that train, and the
+        images (or `(images, labels)`) the sigma is refitted on: the held-out
+        ones, or the train split itself when `refit_split` is 0.
+
+    Raises:
+        ValueError: If the fraction leaves no image on one side.
+    """
+    if config.refit_split == 0:
+        return (x_train, y_train), x_train if y_train is None else (x_train, y_train)
+    count = int(round(config.refit_split * len(x_train)))
+    if not 1 <= count < len(x_train):
+        raise ValueError(f"--refit_split={config.refit_split} of the {len(x_train)} train images of "
+                         f"--dataset={config.dataset} holds out {count}; it needs at least 1 on each side.")
+    order = np.random.default_rng(config.seed).permutation(len(x_train))
+    kept, held = np.sort(order[count:]), np.sort(order[:count])
+    if y_train is None:
+        return (x_train[kept], None), x_train[held]
+    return (x_train[kept], y_train[kept]), (x_train[held], y_train[held])
+
+
 def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple[VAE, dict]:
     """Trains and evaluates one run and writes its files into `config.out`.
 
@@ -471,6 +498,11 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
     strategy = distribute.get_strategy(config.distribute)  # first: multi-worker needs it before any TF op
     check_config(config)
     likelihood = likelihoods.get(config.likelihood, sigma=config.sigma)  # bad names fail before any work
+    if config.refit_split and (likelihood.refit_reduction is None or not config.refit_sigma):
+        reason = ("--norefit_sigma is set" if not config.refit_sigma
+                  else f"--likelihood={config.likelihood} has none")
+        raise ValueError(f"--refit_split holds images out for the refit of a shared sigma, but {reason}. "
+                         "Drop --refit_split.")
     builder = models.get(config.model)
     if config.network == "pixelcnn":
         builder = _pixelcnn_builder(config)
@@ -485,7 +517,7 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         data.factors(source, split, config.test_fraction)
     likelihood.validate(x_train)  # e.g. 8-bit likelihoods need pixels on the 1/255 grid
     model_kwargs = check_data_kind(config, x_train)
-    if config.model == "conditional":
+    if takes_argument(models.FAMILIES[config.model], "num_classes"):  # a model of labelled images
         if y_train is None or y_test is None:
             raise ValueError(f"--model=conditional needs labels, but dataset {config.dataset!r} has none.")
     else:
@@ -495,6 +527,7 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
     data.check_splits(x_train, x_test, y_train, y_test, name=config.dataset, min_frames=min_frames)
     if y_train is not None:
         model_kwargs["num_classes"] = int(max(np.max(y_train), np.max(y_test))) + 1
+    (x_train, y_train), refit_inputs = hold_out(x_train, y_train, config)
     out = prepare_output(config.out, config.overwrite, create=False)
     backup_path = out / _backup_name(strategy)
     check_backup(backup_path, config)
@@ -569,9 +602,8 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
             (nan_stop.message or f"Training diverged (loss {losses[-1]}) with likelihood {sigma_mode}.")
             + " Nothing was saved."
         )
-    train_inputs = x_train if y_train is None else (x_train, y_train)
     if config.refit_sigma:
-        calibration.refit_sigma(model, train_inputs)
+        calibration.refit_sigma(model, refit_inputs)
     alignment_gain = align_latents(model, x_train, config.align_latents)
     latent_choices.fit_sampler(model, sampler, x_train, config)  # on the codes of the aligned model
     metrics = evaluate(model, x_test, config.batch_size, y_test)
@@ -581,6 +613,7 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         images_per_second=len(x_train) * timer.epochs / max(timer.seconds, 1e-9),
         latent_alignment_nats=alignment_gain,
         train_images=len(x_train),
+        refit_images=len(refit_inputs[0] if isinstance(refit_inputs, tuple) else refit_inputs),
         test_images=len(x_test),
     )
     if not hasattr(model, "run_metrics"):  # a model of images: its prior, posterior, sampler and KL estimator

@@ -96,8 +96,11 @@ class RunConfig:
     data_dependent_start: bool = setting(True, "Start a learned or per-pixel sigma at the RMSE of the first batch's "
                                          "untrained reconstruction (--nodata_dependent_start: the paper's start, "
                                          "sigma = 1).")
-    refit_sigma: bool = setting(True, "After training, refit an optimal sigma on the train split at the final "
-                                "weights.")
+    refit_sigma: bool = setting(True, "After training, refit a shared sigma (optimal or learned) to the RMSE of the "
+                                "reconstructions at the final weights: of the train split, or of --refit_split.")
+    refit_split: float = setting(0.0, "Fraction of the train split (a seeded random subset) held out of training "
+                                 "and used only to refit the served sigma, so that it also sees the error of "
+                                 "unseen images (0: refit on the train split).", lower_bound=0.0)
     context_frames: int = setting(5, "Video datasets: frames the model conditions on; it predicts the rest of each "
                                   "video (SVG: 5 + 10).", lower_bound=1)
     num_frames: int = setting(15, "--dataset=moving_mnist: frames per video.", lower_bound=2)

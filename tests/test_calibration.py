@@ -69,7 +69,7 @@ def test_the_start_is_saved_runs_once_and_can_be_turned_off(tmp_path):
     assert float(paper.likelihood.log_sigma_variable.numpy()) == 0.0  # sigma 1, as in the paper
 
 
-@pytest.mark.parametrize("mode", ["optimal", "optimal_per_channel", "optimal_per_image"])
+@pytest.mark.parametrize("mode", ["optimal", "optimal_per_channel", "optimal_per_image", "learned"])
 def test_refit_sets_the_served_sigma_to_the_rmse_over_the_data(mode):
     model = build(mode)
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
@@ -77,13 +77,16 @@ def test_refit_sets_the_served_sigma_to_the_rmse_over_the_data(mode):
     served = calibration.refit_sigma(model, X, batch_size=10)
     squared = (X - np.asarray(model.decode(np.asarray(model.encode(X)[0]))[0])) ** 2  # reconstruction errors
     expected = np.sqrt(squared.mean(axis=(0, 1, 2)) if mode == "optimal_per_channel" else squared.mean())
-    running = np.exp(np.asarray(model.likelihood.optimal_sigma.running_log_sigma()))
-    np.testing.assert_allclose(running, expected, rtol=1e-4)
+    likelihood = model.likelihood
+    unclipped = (likelihood.log_sigma_scale * likelihood.log_sigma_variable if mode == "learned"
+                 else likelihood.optimal_sigma.running_log_sigma())
+    np.testing.assert_allclose(np.exp(np.asarray(unclipped)), expected, rtol=1e-4)
     # What decode serves: the same sigma through the soft clip at log sigma = -6.
     clipped = np.exp(np.asarray(model.likelihood.soft_clip(np.log(expected).astype("float32"))))
     np.testing.assert_allclose(np.asarray(model.decode(np.zeros((1, 2), "float32"))[1])[0, 0, 0], clipped, rtol=1e-4)
     assert served == pytest.approx(float(np.mean(clipped)), rel=1e-4)
-    assert calibration.refit_sigma(build("learned"), X) is None
+    for unshared in (kv.Gaussian(sigma=0.5), kv.Gaussian(sigma="per_pixel"), kv.Bernoulli()):
+        assert calibration.refit_sigma(build(unshared), X) is None
 
 
 def test_train_refits_the_served_sigma_and_records_it(tmp_path):
@@ -98,3 +101,35 @@ def test_train_refits_the_served_sigma_and_records_it(tmp_path):
     assert metrics["sigma"] == pytest.approx(clipped, rel=1e-4)  # the refitted sigma is served
     assert metrics["sigma_over_test_rmse"] == pytest.approx(metrics["sigma"] / metrics["test_rmse"])
     assert metrics["test_mse"] == pytest.approx(metrics["test_rmse"] ** 2)
+
+
+def test_refit_split_holds_images_out_of_training_and_refits_the_served_sigma_on_them(tmp_path):
+    data = tmp_path / "blobs.npz"
+    np.savez(data, x=make_images(60, (8, 8, 1), seed=5), x_test=make_images(20, (8, 8, 1), seed=6))
+    config = experiment.RunConfig(dataset=str(data), network="mlp", latent_dim=2, epochs=2, batch_size=20,
+                                  likelihood="learned", refit_split=0.25, out=str(tmp_path / "run"),
+                                  align_latents="none")
+    model, metrics = experiment.train(config, verbose=0)
+    assert (metrics["train_images"], metrics["refit_images"]) == (45, 15)
+    held = np.load(data)["x"][np.sort(np.random.default_rng(config.seed).permutation(60)[:15])]
+    held_rmse = np.sqrt(np.mean((held - np.asarray(model.reconstruct(held))) ** 2))
+    clipped = float(np.exp(np.asarray(model.likelihood.soft_clip(np.float32(np.log(held_rmse))))))
+    assert metrics["sigma"] == pytest.approx(clipped, rel=1e-4)  # the learned sigma serves the held-out RMSE
+    loaded = keras.models.load_model(tmp_path / "run" / "model.keras")
+    assert float(np.asarray(loaded.decode(np.zeros((1, 2), "float32"))[1]).mean()) == pytest.approx(clipped, rel=1e-4)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(likelihood="bernoulli", refit_split=0.1), "--likelihood=bernoulli has none"),
+    (dict(refit_split=0.1, refit_sigma=False), "--norefit_sigma is set"),
+    (dict(refit_split=0.999), "holds out 60; it needs at least 1 on each side"),
+    (dict(refit_split=1.5), "Expected 0 <= --refit_split < 1"),
+])
+def test_a_refit_split_that_cannot_apply_is_refused_before_training(tmp_path, settings, message):
+    data = tmp_path / "blobs.npz"
+    np.savez(data, x=make_images(60, (8, 8, 1), seed=5), x_test=make_images(20, (8, 8, 1), seed=6))
+    config = experiment.RunConfig(dataset=str(data), network="mlp", latent_dim=2, epochs=1, batch_size=20,
+                                  out=str(tmp_path / "run"), align_latents="none", **settings)
+    with pytest.raises(ValueError, match=message):
+        experiment.train(config, verbose=0)
+    assert not (tmp_path / "run").exists()
