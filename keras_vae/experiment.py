@@ -517,7 +517,7 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         data.factors(source, split, config.test_fraction)
     likelihood.validate(x_train)  # e.g. 8-bit likelihoods need pixels on the 1/255 grid
     model_kwargs = check_data_kind(config, x_train)
-    if takes_argument(models.FAMILIES[config.model], "num_classes"):  # a model of labelled images
+    if takes_argument(models.FAMILIES[config.model], "condition_dim"):  # a model conditioned on labels
         if y_train is None or y_test is None:
             raise ValueError(f"--model=conditional needs labels, but dataset {config.dataset!r} has none.")
     else:
