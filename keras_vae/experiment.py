@@ -37,6 +37,9 @@ from keras_vae.models.vae import VAE, takes_argument
 from keras_vae.run_config import LATENT_ALIGNMENTS, RunConfig  # noqa: F401 - experiment.RunConfig is public
 
 RUN_FILES = ("model.keras", "metrics.json", "samples.png", "reconstructions.png")
+# The pictures `train` writes beside the model (images, or a video model's strips and GIF); `metrics.json`
+# lists those of its run as `figures`.
+RUN_FIGURES = ("samples.png", "reconstructions.png", "prediction_*.png", "predictions.gif")
 BACKUP_SETTINGS = "run_config.json"  # in the backup folder: the settings of the run it can resume
 BACKUP_TIMING = "timing.json"  # in the backup folder: the epochs trained and their seconds, over every process
 # What `python -m keras_vae evaluate` writes into its default output folder, `OUT/eval`.
@@ -72,7 +75,8 @@ def prepare_output(out, overwrite: bool, create: bool = True) -> Path:
 
     With `overwrite` over a previous run, what was derived from the old model
     must not stay beside the new one: `eval/` holding only what `evaluate`
-    writes is removed once the new model is saved (`stale_outputs`); an
+    writes, and the old run's pictures that the new run does not write
+    again, are removed once the new model is saved (`stale_outputs`); an
     export (a SavedModel or `.tflite` file) or other files in `eval/` are
     refused, naming them.
 
@@ -107,7 +111,10 @@ def stale_outputs(out) -> list[Path]:
     """What a previous run in `out` left that `--overwrite` removes once the new model is saved.
 
     Returns:
-        `[out / "eval"]` when it holds only files `evaluate` writes, else `[]`.
+        `out / "eval"` when it holds only files `evaluate` writes, and the
+        pictures the previous run wrote (the `figures` of its `metrics.json`,
+        or for a run that did not list them, the names in `RUN_FIGURES`);
+        `train` removes those the new run does not write again.
 
     Raises:
         FileExistsError: If `out/eval` holds other files, or `out` holds an
@@ -122,7 +129,12 @@ def stale_outputs(out) -> list[Path]:
             f"--overwrite would leave what was made from the old model in {out} beside the new one: "
             f"{', '.join(exports + unknown)}. Move or delete it first, or choose another --out."
         )
-    return [evaluation] if evaluation.is_dir() else []
+    try:
+        names = json.loads((out / "metrics.json").read_text())["figures"]
+    except (OSError, ValueError, KeyError, TypeError):  # no metrics.json, or one written before it listed them
+        names = [p.name for pattern in RUN_FIGURES for p in out.glob(pattern)]
+    pictures = [out / name for name in names if (out / name).is_file()]
+    return ([evaluation] if evaluation.is_dir() else []) + pictures
 
 
 def prepare_file(path, overwrite: bool = False) -> Path:
@@ -623,6 +635,7 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         shutil.rmtree(backup, ignore_errors=True)
         return model, metrics
     figures = run_figures(model, x_test, y_test, metrics, config.seed)
+    metrics["figures"] = sorted(figures)  # so that an --overwrite run knows which pictures were this run's
     # Every file goes to a temporary name first; they are renamed into place together at the end of the
     # `with`, so a crash leaves the previous run's files (or none), never half of them.
     with contextlib.ExitStack() as stack:
@@ -632,7 +645,10 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
         temporary["metrics.json"].write_text(json.dumps(metrics, indent=2) + "\n")
         for name, write in figures.items():
             write(temporary[name])
-    for path in stale:  # the old model's evaluation
-        shutil.rmtree(path, ignore_errors=True)
+    for path in stale:  # the old model's evaluation, and its pictures that this run did not replace
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name not in figures:
+            path.unlink(missing_ok=True)
     shutil.rmtree(backup, ignore_errors=True)  # the model is saved: the checkpoint is no longer needed
     return model, metrics
