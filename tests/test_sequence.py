@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 
 from keras_vae import export, video
 from keras_vae.models.sequence import SequenceVAE, build_sequence_vae
@@ -204,6 +205,18 @@ def test_exported_predict_is_fresh_and_takes_any_length(tmp_path):
     assert a.shape == (2, 7, *FRAME) and np.abs(a - b).max() > 1e-5
     with pytest.raises(tf.errors.InvalidArgumentError):
         predict(context=tf.constant(x[:2, : CONTEXT + 1]), num_future=tf.constant([2]))
+
+    # TFLite: the prior rollout of `predict` is builtin ops only and runs in LiteRT, fresh and of any length;
+    # the posterior's LSTM over a video of any length (`encode`) is not, and the error names its op.
+    path = export.tflite(model, tmp_path / "predict.tflite", signatures=("predict",))
+    runner = Interpreter(model_path=str(path)).get_signature_runner("predict")
+    first, second = (runner(context=x[:2, :CONTEXT], num_future=np.array([count], "int32"))["frames"]
+                     for count in (3, 3))
+    longer = runner(context=x[:2, :CONTEXT], num_future=np.array([7], "int32"))["frames"]
+    assert first.shape == (2, 3, *FRAME) and longer.shape == (2, 7, *FRAME)
+    assert np.abs(first - second).max() > 1e-5 and 0.0 <= first.min() and first.max() <= 1.0
+    with pytest.raises(ValueError, match="encode: tf.TensorListReserve"):
+        export.tflite(model, tmp_path / "encode.tflite", signatures=("encode",))
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "per_pixel"])
