@@ -1,4 +1,5 @@
-"""Disentanglement metrics on synthetic codes: maxima, rotations, ignored factors and hand-computed tiny cases."""
+"""Disentanglement metrics on synthetic codes: maxima, rotations, ignored factors, hand-computed tiny cases and
+the synthetic cases of google-research/disentanglement_lib's metric tests (disentanglement_lib/evaluation/metrics/)."""
 
 import math
 
@@ -11,7 +12,7 @@ from keras_vae import disentanglement as dis
 class FactorsAsImages(dis.GroundTruthData):
     """Independent uniform factors whose "images" are the factor values themselves."""
 
-    factor_names = ("a", "b", "c")
+    factor_names = tuple("abcdefghij")
 
     def __init__(self, sizes=(2, 3, 4)):
         self.factor_sizes = sizes
@@ -97,6 +98,70 @@ def test_dci_by_hand():
     got = dis.dci_from_importance(importance)
     assert got == pytest.approx((disentanglement, completeness), abs=1e-9)
     assert dis.dci_from_importance(np.zeros((2, 3))) == pytest.approx((0.0, 0.0), abs=1e-9)
+
+
+def _ten_factors(num, values=10, seed=0):
+    """disentanglement_lib's `dummy_data.IdentityObservationsData`: 10 independent uniform factors of 10 values."""
+    return np.random.default_rng(seed).integers(0, values, (num, 10))
+
+
+def test_zero_code_scores_near_zero():
+    """Mirrors disentanglement_lib's mig_test.py, sap_score_test.py and factor_vae_test.py `test_bad_metric`."""
+    factors = _ten_factors(3000)
+    zero = np.zeros(factors.shape)
+    assert 0.0 <= dis.mig(zero, factors) <= 0.2
+    assert 0.0 <= dis.sap(zero, factors, continuous_factors=True) <= 0.2
+    data = FactorsAsImages(sizes=(10,) * 10)
+    score = dis.factor_vae_score(np.zeros_like, data, np.random.default_rng(0), batch_size=5, num_train=3000,
+                                 num_eval=2000, num_variance_estimate=2500)
+    assert 0.0 <= score["train_accuracy"] <= 0.2 and 0.0 <= score["eval_accuracy"] <= 0.2
+
+
+def test_duplicated_code_has_no_gap_and_splits_completeness():
+    """Mirrors `test_duplicated_latent_space` of disentanglement_lib's mig_test.py, sap_score_test.py, dci_test.py.
+
+    The codes (v, v) carry every factor twice: the best two codes tie, so MIG and SAP gaps vanish, and each
+    factor's importance is split between two of the 2K codes. DCI uses 5 values per factor (disentanglement_lib:
+    10) and 400 + 200 draws (1,000 + 1,000) to keep the gradient-boosted trees fast; K stays 10.
+    """
+    factors = _ten_factors(3000)
+    duplicated = np.hstack([factors, factors]).astype("float64")
+    assert 0.0 <= dis.mig(duplicated, factors) <= 0.1
+    assert 0.0 <= dis.sap(duplicated, factors, continuous_factors=True) <= 0.2
+    factors = _ten_factors(600, values=5)
+    scores = dis.dci(np.hstack([factors, factors]).astype("float64"), factors)
+    assert 0.9 <= scores["disentanglement"] <= 1.0
+    # disentanglement_lib's target, 1 - log 2 / log K (K = 10 factors); an even split over the 2K codes gives
+    # exactly 1 - log 2 / log 2K = 0.769 (the entropy is in base D = 2K), inside the same band.
+    target = 1 - math.log(2) / math.log(10)
+    assert target - 0.1 <= scores["completeness"] <= target + 0.1, scores
+
+
+def test_row_permuted_codes_are_neither_disentangled_nor_complete():
+    """Mirrors disentanglement_lib's dci_test.py `DCITest.test_bad_metric`: each row's code is its factors shuffled.
+
+    5 values per factor and 400 + 200 draws (disentanglement_lib: 10 values, 1,000 + 1,000), as above.
+    """
+    factors = _ten_factors(600, values=5)
+    rng = np.random.default_rng(1)
+    codes = np.array([rng.permutation(row) for row in factors], "float64")
+    scores = dis.dci(codes, factors)
+    assert 0.0 <= scores["disentanglement"] <= 0.2 and 0.0 <= scores["completeness"] <= 0.2, scores
+
+
+@pytest.mark.parametrize("name, importance, expected", [
+    # Each case mirrors disentanglement_lib's dci_test.py DisentanglementTest.test_<name> and
+    # CompletenessTest.test_<name>; its matrices are (code, factor), ours (factor, code), so they are transposed.
+    ("diagonal", np.diag(5.0 * np.ones(5)), (1.0, 1.0)),
+    ("diagonal_empty_codes", np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]).T, (1.0, 1.0)),
+    ("zero", np.zeros((10, 10)), (0.0, 0.0)),
+    ("redundant_codes", np.hstack([np.diag(5.0 * np.ones(5))] * 2), (1.0, 1 - math.log(2) / math.log(10))),
+    ("missed_factors", np.diag(5.0 * np.ones(5))[:2].T, (1.0, 1.0)),
+    ("one_code_two_factors", np.vstack([np.diag(5.0 * np.ones(5))] * 2), (1 - math.log(2) / math.log(10), 1.0)),
+])
+def test_dci_of_disentanglement_libs_importance_matrices(name, importance, expected):
+    # The zero matrix's disentanglement is 2e-16 (floating point), hence atol.
+    np.testing.assert_allclose(dis.dci_from_importance(importance), expected, rtol=1e-7, atol=1e-7, err_msg=name)
 
 
 def test_beta_vae_score_by_hand():
