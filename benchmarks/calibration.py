@@ -86,17 +86,31 @@ def score(model, refit_sets: dict, x_test) -> dict:
     reconstructions = evaluation.reconstructions(model, x_test)
     rmse = float(np.sqrt(np.mean((reconstructions - x_test) ** 2)))
 
-    def served() -> float:
+    def decoded() -> tuple[np.ndarray, np.ndarray]:
         loc = np.asarray(model.encode(x_test[:500])[0])
-        return float(np.mean(np.asarray(model.decode(loc)[1])))
+        mean, sigma = model.decode(loc)
+        return np.asarray(mean), np.asarray(sigma)
 
+    def served() -> float:
+        return float(np.mean(decoded()[1]))
+
+    def standardised_error_rms() -> float:  # 1 for a calibrated sigma that varies over pixels
+        mean, sigma = decoded()
+        return float(np.sqrt(np.mean(((x_test[:500] - mean) / sigma) ** 2)))
+
+    sigma = decoded()[1]
     row = {"test_elbo": sum(fitted) / len(x_test), "test_elbo_running_sigma": sum(running) / len(x_test),
-           "test_rmse": rmse, "served_over_rmse": served() / rmse}
+           "test_rmse": rmse, "served_over_rmse": served() / rmse,
+           # A per-pixel sigma varies over pixels: its RMS against the RMSE (served variance vs MSE), and the RMS
+           # of the standardised errors (x - mean) / sigma, 1 for a calibrated heteroscedastic decoder.
+           "served_rms_over_rmse": float(np.sqrt(np.mean(sigma**2))) / rmse,
+           "standardised_error_rms": standardised_error_rms()}
     if model.likelihood.refit_reduction is not None:
         kept = [weight.numpy() for weight in model.likelihood.weights]
         for name, data in refit_sets.items():
             calibration.refit_sigma(model, data)
             row[f"served_over_rmse_refit_{name}"] = served() / rmse
+            row[f"standardised_error_rms_refit_{name}"] = standardised_error_rms()
             for weight, value in zip(model.likelihood.weights, kept):
                 weight.assign(value)  # training goes on with its own sigma
     return row
@@ -149,7 +163,9 @@ def to_markdown(results: list[dict]) -> str:
         + "`; conv net, latent 20, batch 128, "
         f"Adam 1e-3, seed 0; written {time.strftime('%Y-%m-%d %H:%M')}. Test ELBO in nats per image (higher is "
         "better; optimal modes fit sigma to each test batch); served / RMSE is the mean decoder sigma the model "
-        "serves over the RMSE of its test reconstructions (1 is calibrated).",
+        "serves over the RMSE of its test reconstructions (1 is calibrated); for a sigma that varies over pixels "
+        "also the RMS sigma over the RMSE and the RMS of the standardised errors (x - mean) / sigma (z-RMS, 1 is "
+        "calibrated).",
         "",
     ]
     for dataset in dict.fromkeys(r["dataset"] for r in results):
@@ -162,13 +178,22 @@ def to_markdown(results: list[dict]) -> str:
             cells = [f"{r['checkpoints'][c]['test_elbo']:.1f}" for c in checkpoints]
             for c in checkpoints:
                 point = r["checkpoints"][c]
+                rms = point.get("served_rms_over_rmse", point["served_over_rmse"])
+                varies = abs(rms / point["served_over_rmse"] - 1) > 1e-3  # a sigma that varies over pixels
                 text = f"{point['served_over_rmse']:.3f}"
-                refits = [f"{key.removeprefix('served_over_rmse_refit_').replace('_', '-')} {value:.3f}"
-                          for key, value in point.items() if key.startswith("served_over_rmse_refit_")]
+                if varies:
+                    text += f" (RMS sigma {rms:.3f}, z-RMS {point['standardised_error_rms']:.3f})"
+                refits = []
+                for key, value in point.items():
+                    if key.startswith("served_over_rmse_refit_"):
+                        name = key.removeprefix("served_over_rmse_refit_")
+                        z = point.get(f"standardised_error_rms_refit_{name}")
+                        refits.append(f"{name.replace('_', '-')} {value:.3f}"
+                                      + (f", z-RMS {z:.3f}" if varies and z is not None else ""))
                 if "served_over_rmse_refit" in point:  # rows of earlier runs: refit on the train split
                     refits.append(f"train {point['served_over_rmse_refit']:.3f}")
                 if refits:
-                    text += f" (refit {', '.join(refits)})"
+                    text += f" (refit {'; '.join(refits)})"
                 cells.append(text)
             lines.append(f"| {r['row']} | " + " | ".join(cells) + f" | {r['images_per_second']:.0f} |")
         optimal = next((r for r in rows if r["row"] == "optimal"), None)

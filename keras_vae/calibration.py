@@ -57,7 +57,7 @@ def start(model, inputs: dict) -> bool:
     return True
 
 
-def refit_sigma(model, data, batch_size: int = 500) -> float | None:
+def refit_sigma(model, data, batch_size: int = 500, max_passes: int = 3) -> float | None:
     """Sets the served sigma of `model` to the RMSE of its reconstructions of `data`.
 
     One pass over the reconstructions (the decoder mean at the posterior's
@@ -66,7 +66,10 @@ def refit_sigma(model, data, batch_size: int = 500) -> float | None:
     all pixels; `"optimal_per_channel"`: per channel; `"optimal_per_image"`:
     the mean of the per-image MSEs, the statistic its running average keeps).
     An optimal mode's running MSE takes the value; a learned sigma's log
-    sigma does. Refit on the train split, it removes the memory of the first
+    sigma does. A per-pixel sigma (`"standardised"`) is rescaled so that the
+    mean of `((x - mean) / sigma)**2` over `data` is 1, the maximum-likelihood
+    scale of its predictions (passes are repeated, up to `max_passes`, until
+    the soft clip of log sigma leaves it within 0.1%). Refit on the train split, it removes the memory of the first
     steps; refit on images held out of training, it also sees the error on
     unseen images, which is what a served model meets.
 
@@ -74,22 +77,34 @@ def refit_sigma(model, data, batch_size: int = 500) -> float | None:
         model: A `VAE` of any family.
         data: Images (or `(images, labels)`) or a dataset.
         batch_size: Images per batch. Defaults to 500.
+        max_passes: Passes over `data` for a per-pixel sigma. Defaults to 3.
 
     Returns:
-        The served sigma afterwards (its mean over channels), or None when
-        the likelihood has no shared sigma to refit (fixed, per pixel, not Gaussian).
+        The served sigma afterwards (its mean over channels; for a per-pixel
+        sigma, its mean over the pixels of `data`), or None when the
+        likelihood has nothing to refit (a fixed sigma, not Gaussian).
     """
     likelihood = model.likelihood
     reduction = likelihood.refit_reduction
     if reduction is None:
         return None
-    total, count = 0.0, 0
-    for batch in evaluation.input_batches(evaluation.as_inputs(model, data), batch_size):
-        z = model.decoder_latent(latents.mode(model.posterior_distribution(batch)))
-        squared = np.square(batch["x"] - np.asarray(likelihood.mean(model.decoder_params(z, batch))))
-        reduction_axes = tuple(range(squared.ndim - (reduction == "channel")))  # all (but the channels)
-        total = total + squared.sum(axis=reduction_axes)
-        count += squared.size // np.size(total)
-    likelihood.refit_to(np.asarray(total / count, "float32"))
+    for _ in range(max_passes if reduction == "standardised" else 1):
+        total, count, sigma_sum = 0.0, 0, 0.0
+        for batch in evaluation.input_batches(evaluation.as_inputs(model, data), batch_size):
+            z = model.decoder_latent(latents.mode(model.posterior_distribution(batch)))
+            params = model.decoder_params(z, batch)
+            squared = np.square(batch["x"] - np.asarray(likelihood.mean(params)))
+            if reduction == "standardised":
+                sigma = np.asarray(likelihood.stddev(params))
+                squared, sigma_sum = squared / np.square(sigma), sigma_sum + float(np.sum(sigma))
+            reduction_axes = tuple(range(squared.ndim - (reduction == "channel")))  # all (but the channels)
+            total = total + squared.sum(axis=reduction_axes)
+            count += squared.size // np.size(total)
+        statistic = np.asarray(total / count, "float32")
+        likelihood.refit_to(statistic)
+        if reduction == "standardised" and abs(float(statistic) - 1.0) < 2e-3:
+            break
+    if reduction == "standardised":  # the mean of the sigmas measured, rescaled as the refit rescaled them
+        return sigma_sum / count / float(np.sqrt(statistic))
     served = likelihood.log_sigma(np.zeros((1, 1, 1, likelihood.params_per_channel * np.size(total)), "float32"))
     return float(np.mean(np.exp(np.asarray(served))))

@@ -297,12 +297,13 @@ class LatentWhitening(_LatentAlignment):
 
 
 class SigmaRefit(keras.callbacks.Callback):
-    """Refits an optimal sigma to `data` when training ends (`keras_vae.calibration.refit_sigma`).
+    """Refits the served sigma to `data` when training ends (`keras_vae.calibration.refit_sigma`).
 
     The running average of the MSE that optimal modes keep still remembers
-    the large errors of the first steps; this sets it to the MSE of the
-    trained model over `data` (the training set), so the served sigma is
-    calibrated. A likelihood without an optimal sigma is left alone.
+    the large errors of the first steps; this sets it (or a learned sigma)
+    to the MSE of the trained model over `data` (the training set, or images
+    held out of it), and rescales a per-pixel sigma to its maximum-likelihood
+    scale there, so the served sigma is calibrated. A fixed sigma is left alone.
 
     Args:
         data: The images to refit on (or `(images, labels)`).

@@ -513,7 +513,7 @@ def train(config: RunConfig, verbose: int | str = "auto", callbacks=()) -> tuple
     if config.refit_split and (likelihood.refit_reduction is None or not config.refit_sigma):
         reason = ("--norefit_sigma is set" if not config.refit_sigma
                   else f"--likelihood={config.likelihood} has none")
-        raise ValueError(f"--refit_split holds images out for the refit of a shared sigma, but {reason}. "
+        raise ValueError(f"--refit_split holds images out for the refit of the served sigma, but {reason}. "
                          "Drop --refit_split.")
     builder = models.get(config.model)
     if config.network == "pixelcnn":

@@ -31,7 +31,8 @@ class Likelihood(keras.layers.Layer):
     # Calibration hooks (`keras_vae.calibration`); the Gaussian likelihood has both.
     is_optimal: bool = False  # sigma fitted analytically, with a running statistic
     has_data_dependent_start: bool = False  # a sigma that `start_at` sets from the first batch
-    # How `refit_to` shares the MSE it is given: "batch" (one sigma), "image" or "channel"; None: no refit.
+    # What `refit_to` is given: the MSE shared over "batch" (one sigma), "image" or "channel"; "standardised":
+    # the mean squared standardised error of a sigma that varies over pixels; None: no refit.
     refit_reduction: str | None = None
 
     def start_at(self, targets, params) -> None:
@@ -39,7 +40,7 @@ class Likelihood(keras.layers.Layer):
         raise NotImplementedError(f"{type(self).__name__} has no data-dependent start.")
 
     def refit_to(self, mse) -> None:
-        """Serves sigma = sqrt(`mse`) from now on (see `refit_reduction`)."""
+        """Serves sigma = sqrt(`mse`) from now on, or a per-pixel sigma rescaled by it (see `refit_reduction`)."""
         raise NotImplementedError(f"{type(self).__name__} has no sigma to refit.")
 
     def distribution(self, params, x=None, training: bool = False) -> tfd.Distribution:

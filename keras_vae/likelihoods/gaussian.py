@@ -142,25 +142,35 @@ class Gaussian(Likelihood):
 
     @property
     def refit_reduction(self) -> str | None:
-        """How `refit_to` shares its MSE; None for a fixed or per-pixel sigma (nothing shared to refit)."""
+        """What `refit_to` takes: how an MSE is shared (`"batch"`, `"image"`,
+        `"channel"`), `"standardised"` for a per-pixel sigma, None for a fixed
+        sigma (nothing to refit)."""
         if self.is_optimal:
             return self.optimal_sigma.reduction
-        return "batch" if self.sigma == "learned" else None
+        return {"learned": "batch", "per_pixel": "standardised"}.get(self.sigma)
 
     def refit_to(self, mse) -> None:
         """Serves sigma = sqrt(`mse`): the running MSE of an optimal mode, or the learned log sigma.
 
+        A per-pixel sigma is rescaled instead: `mse` is then the mean of
+        `((x - mean) / sigma)**2` at the current sigma, and every predicted
+        sigma is multiplied by `sqrt(mse)` (through the offset of its log),
+        the scale that maximises the likelihood of the data it was measured on.
+
         Args:
             mse: The MSE the sigma is shared over: `()`, or `(channels,)` for
-                `"optimal_per_channel"`.
+                `"optimal_per_channel"`; for `"per_pixel"`, the mean squared
+                standardised error `()`.
         """
         if self.refit_reduction is None:
             super().refit_to(mse)
+        log_ratio = 0.5 * ops.log(ops.convert_to_tensor(mse, "float32") + MSE_EPSILON)
         if self.is_optimal:
             self.optimal_sigma.set_running_mse(mse)
+        elif self.sigma == "per_pixel":
+            self.log_sigma_offset.assign_add(log_ratio)
         else:
-            log_sigma = 0.5 * ops.log(ops.convert_to_tensor(mse, "float32") + MSE_EPSILON)
-            self.log_sigma_variable.assign(log_sigma / self.log_sigma_scale)
+            self.log_sigma_variable.assign(log_ratio / self.log_sigma_scale)
 
     def _mean_and_raw_log_sigma(self, params):
         params = ops.convert_to_tensor(params, "float32")
