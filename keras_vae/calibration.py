@@ -66,10 +66,11 @@ def refit_sigma(model, data, batch_size: int = 500, max_passes: int = 3) -> floa
     all pixels; `"optimal_per_channel"`: per channel; `"optimal_per_image"`:
     the mean of the per-image MSEs, the statistic its running average keeps).
     An optimal mode's running MSE takes the value; a learned sigma's log
-    sigma does. A per-pixel sigma (`"standardised"`) is rescaled so that the
-    mean of `((x - mean) / sigma)**2` over `data` is 1, the maximum-likelihood
-    scale of its predictions (passes are repeated, up to `max_passes`, until
-    the soft clip of log sigma leaves it within 0.1%). Refit on the train split, it removes the memory of the first
+    sigma does. A per-pixel sigma (`"standardised"`) is rescaled instead, so
+    that the mean of `((x - mean) / sigma)**2` over `data` is 1 (the
+    maximum-likelihood scale of its predictions); the pass is repeated, up to
+    `max_passes`, until the soft clip of log sigma leaves that mean within
+    0.2% of 1. Refit on the train split, it removes the memory of the first
     steps; refit on images held out of training, it also sees the error on
     unseen images, which is what a served model meets.
 
