@@ -63,8 +63,7 @@ def test_overwrite_replaces_a_previous_run(tmp_path, npz):
     assert metrics["sigma"] > 0
 
 
-@pytest.mark.parametrize("listed", [True, False])
-def test_overwrite_removes_the_old_runs_pictures_it_does_not_replace(tmp_path, npz, listed):
+def test_overwrite_removes_the_old_runs_pictures_it_does_not_replace(tmp_path, npz):
     run = tmp_path / "run"
     experiment.train(config(tmp_path, npz), verbose=0)
     old = json.loads((run / "metrics.json").read_text())
@@ -72,15 +71,19 @@ def test_overwrite_removes_the_old_runs_pictures_it_does_not_replace(tmp_path, n
     # As if the old run had been a video model with more test videos (strips prediction_0..3).
     (run / "prediction_3.png").write_bytes(b"old strip")
     (run / "notes.txt").write_text("mine")
-    if listed:
-        old["figures"].append("prediction_3.png")
-    else:  # a metrics.json from before runs listed their pictures
-        del old["figures"]
-    (run / "metrics.json").write_text(json.dumps(old))
+    (run / "metrics.json").write_text(json.dumps({**old, "figures": [*old["figures"], "prediction_3.png"]}))
     experiment.train(config(tmp_path, npz, overwrite=True), verbose=0)
     assert not (run / "prediction_3.png").exists()
     assert (run / "notes.txt").read_text() == "mine"  # not a picture of ours: kept
     assert (run / "samples.png").stat().st_size > 0
+
+
+def test_a_run_that_did_not_list_its_pictures_has_them_found_by_name(tmp_path):
+    for name in ("model.keras", "samples.png", "prediction_3.png", "predictions.gif", "notes.txt"):
+        (tmp_path / name).write_bytes(b"old")
+    (tmp_path / "metrics.json").write_text(json.dumps({"test_elbo": 1.0}))  # before runs listed `figures`
+    stale = experiment.stale_outputs(tmp_path)
+    assert sorted(path.name for path in stale) == ["prediction_3.png", "predictions.gif", "samples.png"]
 
 
 @pytest.mark.parametrize(
