@@ -89,23 +89,32 @@ def refit_sigma(model, data, batch_size: int = 500, max_passes: int = 3) -> floa
     reduction = likelihood.refit_reduction
     if reduction is None:
         return None
-    for _ in range(max_passes if reduction == "standardised" else 1):
-        total, count, sigma_sum = 0.0, 0, 0.0
-        for batch in evaluation.input_batches(evaluation.as_inputs(model, data), batch_size):
-            z = model.decoder_latent(latents.mode(model.posterior_distribution(batch)))
-            params = model.decoder_params(z, batch)
-            squared = np.square(batch["x"] - np.asarray(likelihood.mean(params)))
-            if reduction == "standardised":
-                sigma = np.asarray(likelihood.stddev(params))
-                squared, sigma_sum = squared / np.square(sigma), sigma_sum + float(np.sum(sigma))
-            reduction_axes = tuple(range(squared.ndim - (reduction == "channel")))  # all (but the channels)
-            total = total + squared.sum(axis=reduction_axes)
-            count += squared.size // np.size(total)
-        statistic = np.asarray(total / count, "float32")
-        likelihood.refit_to(statistic)
-        if reduction == "standardised" and abs(float(statistic) - 1.0) < 2e-3:
-            break
-    if reduction == "standardised":  # the mean of the sigmas measured, rescaled as the refit rescaled them
-        return sigma_sum / count / float(np.sqrt(statistic))
-    served = likelihood.log_sigma(np.zeros((1, 1, 1, likelihood.params_per_channel * np.size(total)), "float32"))
+    if reduction == "standardised":
+        for _ in range(max_passes):
+            statistic, mean_sigma = _refit_statistic(model, data, batch_size, reduction)
+            likelihood.refit_to(statistic)
+            if abs(float(statistic) - 1.0) < 2e-3:
+                break
+        return mean_sigma / float(np.sqrt(statistic))  # the sigmas measured, rescaled as the refit rescaled them
+    statistic, _ = _refit_statistic(model, data, batch_size, reduction)
+    likelihood.refit_to(statistic)
+    served = likelihood.log_sigma(np.zeros((1, 1, 1, likelihood.params_per_channel * np.size(statistic)), "float32"))
     return float(np.mean(np.exp(np.asarray(served))))
+
+
+def _refit_statistic(model, data, batch_size: int, reduction: str) -> tuple[np.ndarray, float]:
+    """One pass over the reconstructions of `data`: what `refit_to` takes (see `refit_sigma`), and for
+    `"standardised"` the mean of the per-pixel sigmas (0 otherwise)."""
+    likelihood = model.likelihood
+    total, count, sigma_sum = 0.0, 0, 0.0
+    for batch in evaluation.input_batches(evaluation.as_inputs(model, data), batch_size):
+        z = model.decoder_latent(latents.mode(model.posterior_distribution(batch)))
+        params = model.decoder_params(z, batch)
+        squared = np.square(batch["x"] - np.asarray(likelihood.mean(params)))
+        if reduction == "standardised":  # a sigma per pixel: the errors in units of it
+            sigma = np.asarray(likelihood.stddev(params))
+            squared, sigma_sum = squared / np.square(sigma), sigma_sum + float(np.sum(sigma))
+        reduction_axes = tuple(range(squared.ndim - (reduction == "channel")))  # all (but the channels)
+        total = total + squared.sum(axis=reduction_axes)
+        count += squared.size // np.size(total)
+    return np.asarray(total / count, "float32"), sigma_sum / count
