@@ -86,31 +86,24 @@ def score(model, refit_sets: dict, x_test) -> dict:
     reconstructions = evaluation.reconstructions(model, x_test)
     rmse = float(np.sqrt(np.mean((reconstructions - x_test) ** 2)))
 
-    def decoded() -> tuple[np.ndarray, np.ndarray]:
-        loc = np.asarray(model.encode(x_test[:500])[0])
-        mean, sigma = model.decode(loc)
-        return np.asarray(mean), np.asarray(sigma)
+    def served() -> dict:
+        """What the model serves for the first 500 test images, in one decoder pass."""
+        mean, sigma = (np.asarray(t) for t in model.decode(np.asarray(model.encode(x_test[:500])[0])))
+        # A per-pixel sigma varies over pixels: its RMS against the RMSE (served variance vs MSE), and the RMS
+        # of the standardised errors (x - mean) / sigma, 1 for a calibrated heteroscedastic decoder.
+        return {"served_over_rmse": float(np.mean(sigma)) / rmse,
+                "served_rms_over_rmse": float(np.sqrt(np.mean(sigma**2))) / rmse,
+                "standardised_error_rms": float(np.sqrt(np.mean(((x_test[:500] - mean) / sigma) ** 2)))}
 
-    def served() -> float:
-        return float(np.mean(decoded()[1]))
-
-    def standardised_error_rms() -> float:  # 1 for a calibrated sigma that varies over pixels
-        mean, sigma = decoded()
-        return float(np.sqrt(np.mean(((x_test[:500] - mean) / sigma) ** 2)))
-
-    sigma = decoded()[1]
     row = {"test_elbo": sum(fitted) / len(x_test), "test_elbo_running_sigma": sum(running) / len(x_test),
-           "test_rmse": rmse, "served_over_rmse": served() / rmse,
-           # A per-pixel sigma varies over pixels: its RMS against the RMSE (served variance vs MSE), and the RMS
-           # of the standardised errors (x - mean) / sigma, 1 for a calibrated heteroscedastic decoder.
-           "served_rms_over_rmse": float(np.sqrt(np.mean(sigma**2))) / rmse,
-           "standardised_error_rms": standardised_error_rms()}
+           "test_rmse": rmse, **served()}
     if model.likelihood.refit_reduction is not None:
         kept = [weight.numpy() for weight in model.likelihood.weights]
         for name, data in refit_sets.items():
             calibration.refit_sigma(model, data)
-            row[f"served_over_rmse_refit_{name}"] = served() / rmse
-            row[f"standardised_error_rms_refit_{name}"] = standardised_error_rms()
+            refitted = served()
+            row[f"served_over_rmse_refit_{name}"] = refitted["served_over_rmse"]
+            row[f"standardised_error_rms_refit_{name}"] = refitted["standardised_error_rms"]
             for weight, value in zip(model.likelihood.weights, kept):
                 weight.assign(value)  # training goes on with its own sigma
     return row
