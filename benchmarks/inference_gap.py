@@ -30,6 +30,7 @@ trained models are kept under `--cache` and reused.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -37,51 +38,43 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import priors  # benchmarks/priors.py (the script's folder is on sys.path): its models, training and flags
 import tensorflow as tf
 import tensorflow_probability as tfp
 from absl import app, flags
 
 import keras_vae as kv
-from keras_vae import calibration, data, evaluation, files, latents
+from keras_vae import data, evaluation, files, latents
 
 tfd = tfp.distributions
 RESULTS = Path(__file__).parent / "results"
 
 flags.DEFINE_list("models", ["standard", "iaf"], "Models to train and decompose: standard (diagonal) and iaf.")
-flags.DEFINE_integer("epochs", 10, "Training epochs per model.")
 flags.DEFINE_integer("images", 100, "Test images decomposed.")
 flags.DEFINE_integer("logp_samples", 1000, "Importance samples of the log p(x) estimate.")
 flags.DEFINE_integer("eval_samples", 500, "Draws per image of each ELBO.")
 flags.DEFINE_integer("svi_steps", 300, "Adam steps of the per-image optimisation.")
 flags.DEFINE_integer("svi_samples", 5, "Draws per image per step of the per-image optimisation.")
 flags.DEFINE_float("svi_learning_rate", 1e-2, "Adam learning rate of the per-image optimisation.")
-flags.DEFINE_integer("num_flows", 2, "Flows of the IAF posterior.")
-flags.DEFINE_integer("flow_units", 320, "Hidden units of each flow.")
 flags.DEFINE_string("cache", "/tmp/keras_vae_inference_gap", "Folder of the trained models (reused when present).")
 flags.DEFINE_string("tag", "", "Suffix of the model names in the cache and the table (e.g. for other settings).")
 flags.DEFINE_enum("sigma", "served", ["served", "draws"],
                   "The decoder sigma of every bound: served (the RMSE of the train reconstructions at the posterior's "
                   "mode, what `train` serves) or draws (the RMSE at one draw of q per train image, what the batch "
                   "fit of training sees).")
-flags.DEFINE_integer("seed", 0, "Seed of every run.")
 FLAGS = flags.FLAGS
 
 
 def trained(name: str, x_train: np.ndarray) -> tuple[kv.VAE, dict]:
+    """`benchmarks/priors.py`'s model `name` (`--epochs`, `--num_flows`, `--flow_units`, `--seed` are its flags),
+    from the cache when it holds it."""
     path = Path(FLAGS.cache) / f"{name}{FLAGS.tag}_e{FLAGS.epochs}_s{FLAGS.seed}.keras"
     if path.exists():
         return keras.saving.load_model(path), {"trained": f"loaded {path}"}
-    keras.utils.set_random_seed(FLAGS.seed)
-    parts = {"iaf": {"posterior": kv.IAFPosterior(20, FLAGS.num_flows, FLAGS.flow_units)}}.get(name, {})
-    model = kv.build_vae((28, 28, 1), network="conv", latent_dim=20, likelihood="optimal", seed=FLAGS.seed, **parts)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    start = time.perf_counter()
-    history = model.fit(data.pipeline(x_train, 128, seed=FLAGS.seed), epochs=FLAGS.epochs, verbose=0)
-    seconds = time.perf_counter() - start
-    calibration.refit_sigma(model, x_train)
+    model, images_per_second = priors.train(name, x_train)
     with files.atomic_path(path) as temporary:
         model.save(temporary)
-    return model, {"trained": f"{seconds:.0f} s", "train_elbo_last_epoch": float(history.history["elbo"][-1])}
+    return model, {"trained": f"{len(x_train) * FLAGS.epochs / images_per_second:.0f} s"}
 
 
 def train_rmse(model, x_train: np.ndarray, draw: bool) -> float:
@@ -94,17 +87,6 @@ def train_rmse(model, x_train: np.ndarray, draw: bool) -> float:
         z = q.sample() if draw else latents.mode(q)
         total += float(tf.reduce_sum(tf.square(batch - model.likelihood.mean(model.decoder_params(z, {"x": batch})))))
     return float(np.sqrt(total / images.size))
-
-
-def serve_mse(model, mse: float) -> None:
-    """Serves sigma = sqrt(mse) (an optimal mode's running MSE, as `calibration.refit_sigma` sets it)."""
-    likelihood = model.likelihood
-    if hasattr(likelihood, "refit_to"):
-        likelihood.refit_to(np.asarray(mse, "float32"))
-        return
-    layer = likelihood.optimal_sigma
-    correction = 1.0 - layer.momentum ** max(float(layer.num_updates.numpy()), 1.0)
-    layer.running_mse.assign(np.full(layer.running_mse.shape, mse * correction, "float32"))
 
 
 def repeat(x, times: int):
@@ -162,8 +144,9 @@ def optimised(model, make_q, variables, x, label: str) -> tuple[np.ndarray, list
 
 def decompose(name: str, model, x) -> dict:
     tf.random.set_seed(FLAGS.seed)
-    modes = latents.mode(model.posterior_distribution(x))
-    row = {"sigma_served": float(tf.reduce_mean(model.likelihood_distribution(modes, {"x": x}).stddev()))}
+    q = model.posterior_distribution(x)
+    mode = latents.mode(q)
+    row = {"sigma_served": float(tf.reduce_mean(model.likelihood_distribution(mode, {"x": x}).stddev()))}
     start = time.perf_counter()
     log_p = evaluation.iwae_log_likelihood(model, x, FLAGS.logp_samples, seed=FLAGS.seed)
     iwae_100 = evaluation.iwae_log_likelihood(model, x, 100, seed=FLAGS.seed + 1)
@@ -171,8 +154,6 @@ def decompose(name: str, model, x) -> dict:
     amortised = mean_elbo(model, lambda: model.posterior_distribution(x), x, FLAGS.eval_samples)
     row.update(log_p=float(np.mean(log_p)), iwae_100=float(np.mean(iwae_100)), elbo_amortised=float(np.mean(amortised)))
 
-    q = model.posterior_distribution(x)
-    mode = latents.mode(q)
     # The IAF's q is a flow of a diagonal Gaussian: start q* at the flow's mode with the base's scale.
     # (Not `hasattr(q, "bijector")`: TFP's MultivariateNormalDiag is itself a TransformedDistribution of N(0, I).)
     base_scale = (q.distribution if name == "iaf" else q).stddev()
@@ -269,7 +250,7 @@ def main(argv):
     settings = {k: FLAGS[k].value for k in ("epochs", "images", "logp_samples", "eval_samples", "svi_steps",
                                             "svi_samples", "svi_learning_rate", "num_flows", "flow_units", "seed")}
     json_path = RESULTS / "inference_gap.json"
-    previous = evaluation_json(json_path)
+    previous = json.loads(json_path.read_text()) if json_path.exists() else {}
     same = {k: v for k, v in previous.get("settings", {}).items() if k != "sigma"} == settings
     rows = previous.get("rows", {}) if same else {}
     command = "python benchmarks/inference_gap.py " + " ".join(sys.argv[1:])
@@ -280,7 +261,7 @@ def main(argv):
         training["rmse_train_mode"] = train_rmse(model, x_train, draw=False)
         training["rmse_train_draw"] = train_rmse(model, x_train, draw=True)
         if FLAGS.sigma == "draws":
-            serve_mse(model, training["rmse_train_draw"] ** 2)
+            model.likelihood.refit_to(np.asarray(training["rmse_train_draw"] ** 2, "float32"))
         print(name, training, flush=True)
         row = f"{name}{FLAGS.tag}" + (" (sigma at draws)" if FLAGS.sigma == "draws" else "")
         rows[row] = {**training, **decompose(name, model, x.numpy())}
@@ -288,12 +269,6 @@ def main(argv):
         files.write_json(json_path, {**info, "rows": rows})
         files.write_text(RESULTS / "inference_gap.md", to_markdown(rows, info))
     print(to_markdown(rows, info))
-
-
-def evaluation_json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 if __name__ == "__main__":
