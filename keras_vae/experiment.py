@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import json
 import shutil
 import time
@@ -112,8 +113,9 @@ def stale_outputs(out) -> list[Path]:
 
     Returns:
         `out / "eval"` when it holds only files `evaluate` writes, and the
-        pictures the previous run wrote (the `figures` of its `metrics.json`,
-        or for a run that did not list them, the names in `RUN_FIGURES`);
+        pictures the previous run wrote (the `figures` of its `metrics.json`
+        that are names in `RUN_FIGURES`, or for a run that did not list
+        them, the files of those names);
         `train` removes those the new run does not write again.
 
     Raises:
@@ -133,7 +135,8 @@ def stale_outputs(out) -> list[Path]:
         names = json.loads((out / "metrics.json").read_text())["figures"]
     except (OSError, ValueError, KeyError, TypeError):  # no metrics.json, or one written before it listed them
         names = [p.name for pattern in RUN_FIGURES for p in out.glob(pattern)]
-    pictures = [out / name for name in names if (out / name).is_file()]
+    ours = [name for name in names if any(fnmatch.fnmatchcase(name, pattern) for pattern in RUN_FIGURES)]
+    pictures = [out / name for name in ours if (out / name).is_file()]
     return ([evaluation] if evaluation.is_dir() else []) + pictures
 
 

@@ -71,10 +71,13 @@ def test_overwrite_removes_the_old_runs_pictures_it_does_not_replace(tmp_path, n
     # As if the old run had been a video model with more test videos (strips prediction_0..3).
     (run / "prediction_3.png").write_bytes(b"old strip")
     (run / "notes.txt").write_text("mine")
-    (run / "metrics.json").write_text(json.dumps({**old, "figures": [*old["figures"], "prediction_3.png"]}))
+    listed = [*old["figures"], "prediction_3.png", "notes.txt", "../outside.png"]  # the last two: not ours
+    (tmp_path / "outside.png").write_bytes(b"mine")
+    (run / "metrics.json").write_text(json.dumps({**old, "figures": listed}))
     experiment.train(config(tmp_path, npz, overwrite=True), verbose=0)
     assert not (run / "prediction_3.png").exists()
     assert (run / "notes.txt").read_text() == "mine"  # not a picture of ours: kept
+    assert (tmp_path / "outside.png").read_bytes() == b"mine"  # outside the run folder: kept
     assert (run / "samples.png").stat().st_size > 0
 
 
