@@ -16,6 +16,7 @@ for each video, N futures from the learned prior, the best value per frame) aver
 frames, the KL per predicted frame, and training speed (videos/s and frames/s, after the first 10 steps).
 
     nice -n 10 .venv/bin/python benchmarks/sequence.py                    # the defaults below
+    nice -n 10 .venv/bin/python benchmarks/sequence.py --rows=b,c,d --betas=1e-5 --seeds=0,1,2 --steps=500
     nice -n 10 .venv/bin/python benchmarks/sequence.py --frame_size=64 --steps=20000 --samples=100
 
 Writes `benchmarks/results/sequence.md` and `.json` (`--out` to change the name).
@@ -59,7 +60,10 @@ flags.DEFINE_integer("latent_dim", 10, "z_t size (SVG's SM-MNIST: 10).")
 flags.DEFINE_integer("filters", 32, "Frame network filters.")
 flags.DEFINE_integer("feature_dim", 128, "Frame features h (SVG: 128).")
 flags.DEFINE_integer("hidden_units", 128, "LSTM units (SVG: 256).")
-flags.DEFINE_integer("seed", 0, "Seed of data, weights and noise.")
+flags.DEFINE_list("seeds", ["0"], "Seeds of data, weights and noise; every row runs once per seed, and with more "
+                  "than one the tables give the mean and standard deviation over seeds.")
+flags.DEFINE_string("reference", "(b) fixed sigma 0.0716 (beta 1e-05 on MSE)",
+                    "Row that every other row is compared with, video by video, on best-of-N SSIM.")
 flags.DEFINE_string("out", "sequence", "Results name: benchmarks/results/NAME.md and .json.")
 FLAGS = flags.FLAGS
 
@@ -98,18 +102,18 @@ class Timer(keras.callbacks.Callback):
         return (time.perf_counter() - self.start) / max(self.count - self.skip, 1)
 
 
-def score(model, test: np.ndarray) -> dict:
+def score(model, test: np.ndarray, seed: int) -> dict:
     inputs = model.split(test)
     elbo, kl = [], []
     for index, start in enumerate(range(0, len(test), 50)):
         batch = {name: value[start : start + 50] for name, value in inputs.items()}
-        terms = model.compute_terms(batch, SeededNoise([FLAGS.seed, index]), fit_sigma=False)
+        terms = model.compute_terms(batch, SeededNoise([seed, index]), fit_sigma=False)
         elbo.append(np.asarray(terms["elbo_per_image"]))
         kl.append(np.asarray(terms["kl_per_dim"]).sum(axis=(1, 2)))
     ssim, psnr = [], []
     for start in range(0, len(test), 10):
         context = inputs["context"][start : start + 10]
-        futures = model.predict(context, FLAGS.future, FLAGS.samples, noise=SeededNoise([FLAGS.seed + 1, start]))
+        futures = model.predict(context, FLAGS.future, FLAGS.samples, noise=SeededNoise([seed + 1, start]))
         metrics = video.best_of_n_metrics(np.asarray(inputs["x"][start : start + 10]), np.asarray(futures))
         ssim.append(metrics["ssim"])
         psnr.append(metrics["psnr"])
@@ -120,26 +124,28 @@ def score(model, test: np.ndarray) -> dict:
         "ssim": float(ssim.mean()),
         "psnr": float(psnr.mean()),
         "ssim_per_step": ssim.mean(axis=0).round(4).tolist(),
+        "ssim_per_video": ssim.mean(axis=1).round(5).tolist(),
         "psnr_per_step": psnr.mean(axis=0).round(3).tolist(),
     }
 
 
-def run_row(arguments: dict, train: np.ndarray, test: np.ndarray) -> dict:
-    keras.utils.set_random_seed(FLAGS.seed)
+def run_row(arguments: dict, train: np.ndarray, test: np.ndarray, seed: int) -> dict:
+    keras.utils.set_random_seed(seed)
     shape = (FLAGS.frame_size, FLAGS.frame_size, 1)
     model = kv.build_sequence_vae(
         shape, latent_dim=FLAGS.latent_dim, filters=FLAGS.filters, feature_dim=FLAGS.feature_dim,
         hidden_units=FLAGS.hidden_units, context_frames=FLAGS.context, future_frames=FLAGS.future,
-        seed=FLAGS.seed, **arguments)
+        seed=seed, **arguments)
     model.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate))
-    dataset = kv.data.pipeline(train, FLAGS.batch_size, seed=FLAGS.seed).repeat()
+    dataset = kv.data.pipeline(train, FLAGS.batch_size, seed=seed).repeat()
     timer = Timer()
     started = time.perf_counter()
     history = model.fit(dataset, steps_per_epoch=FLAGS.steps, epochs=1, verbose=0, callbacks=[timer]).history
     train_seconds = time.perf_counter() - started
     step = timer.seconds_per_step()
     result = {
-        **score(model, test),
+        "seed": seed,
+        **score(model, test, seed),
         "train_elbo_per_frame_last_epoch": float(history["elbo"][-1] / FLAGS.future),
         "served_sigma": float(np.mean(np.asarray(model.decode(np.zeros((1, 1, FLAGS.latent_dim), "float32"),
                                                               test[:1, : FLAGS.context])[1]))),
@@ -147,11 +153,34 @@ def run_row(arguments: dict, train: np.ndarray, test: np.ndarray) -> dict:
         "frames_per_second": FLAGS.batch_size * (FLAGS.context + FLAGS.future) / step,
         "train_seconds": train_seconds,
     }
-    print(json.dumps({key: value for key, value in result.items() if "per_step" not in key}), flush=True)
+    print(json.dumps({key: value for key, value in result.items() if not isinstance(value, list)}), flush=True)
     return result
 
 
+COLUMNS = (("test_elbo_per_frame", 1), ("ssim", 4), ("psnr", 2), ("kl_per_frame", 3), ("served_sigma", 4),
+           ("videos_per_second", 1), ("frames_per_second", 0))
+
+
+def cell(runs: list[dict], key: str, digits: int) -> str:
+    """The value over seeds: the one value, or mean +- standard deviation."""
+    values = np.array([run[key] for run in runs])
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} +- {values.std(ddof=1):.{digits}f}"
+
+
+def paired_ssim(runs: list[dict], reference: list[dict]) -> tuple[float, float, list[float]]:
+    """Best-of-N SSIM minus the reference row's on the same test videos: the mean over seeds, its standard error
+    over test videos (each seed's error combined), and each seed's mean difference."""
+    differences = [np.subtract(run["ssim_per_video"], ref["ssim_per_video"]) for run, ref in zip(runs, reference)]
+    means = np.array([d.mean() for d in differences])
+    variances = np.array([d.var(ddof=1) / len(d) for d in differences])
+    return float(means.mean()), float(np.sqrt(variances.sum()) / len(means)), means.tolist()
+
+
 def write(results: dict, settings: dict) -> None:
+    seeds = max(len(runs) for runs in results.values())
+    over = f" (mean +- standard deviation over {seeds} seeds)" if seeds > 1 else ""
     lines = [
         "# Sequence VAE (SVG-LP) on Stochastic Moving MNIST: calibrated decoders (issue 16)",
         "",
@@ -165,26 +194,32 @@ def write(results: dict, settings: dict) -> None:
         f"{settings['context']} context + {settings['future']} predicted frames, {settings['steps']} steps of "
         f"{settings['batch_size']} videos per row, N = {settings['samples']} sampled futures per test video, "
         f"{settings['test_sequences']} test videos. The test ELBO uses one posterior draw and the served model "
-        "(optimal sigma: its running sigma).",
+        "(optimal sigma: its running sigma). Each seed draws its own training and test videos, weights and noise.",
         "",
-        "| row | test ELBO (nats/frame) | best-of-N SSIM | best-of-N PSNR (dB) | KL (nats/frame) | served sigma "
-        "| train videos/s | train frames/s |",
+        f"| row{over} | test ELBO (nats/frame) | best-of-N SSIM | best-of-N PSNR (dB) | KL (nats/frame) "
+        "| served sigma | train videos/s | train frames/s |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in results.items():
-        lines.append(f"| {name} | {r['test_elbo_per_frame']:.1f} | {r['ssim']:.4f} | {r['psnr']:.2f} | "
-                     f"{r['kl_per_frame']:.3f} | {r['served_sigma']:.4f} | {r['videos_per_second']:.1f} | "
-                     f"{r['frames_per_second']:.0f} |")
-    lines += ["", "Best-of-N SSIM per predicted step:", "",
-              "| row | " + " | ".join(f"t+{k + 1}" for k in range(settings["future"])) + " |",
-              "|---|" + "---|" * settings["future"]]
-    for name, r in results.items():
-        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in r["ssim_per_step"]) + " |")
-    lines += ["", "Best-of-N PSNR (dB) per predicted step:", "",
-              "| row | " + " | ".join(f"t+{k + 1}" for k in range(settings["future"])) + " |",
-              "|---|" + "---|" * settings["future"]]
-    for name, r in results.items():
-        lines.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in r["psnr_per_step"]) + " |")
+    for name, runs in results.items():
+        lines.append(f"| {name} | " + " | ".join(cell(runs, key, digits) for key, digits in COLUMNS) + " |")
+    reference = results.get(settings["reference"])
+    if reference is not None:
+        lines += ["", f"Best-of-N SSIM against {settings['reference']}, on the same test videos of each seed: the "
+                  "mean difference, its standard error over the test videos (each seed's combined), and each seed's "
+                  "difference (its spread is the training's variance):", "",
+                  "| row | SSIM difference | standard error over videos | per seed |", "|---|---|---|---|"]
+        for name, runs in results.items():
+            if name != settings["reference"] and len(runs) == len(reference):
+                mean, error, per_seed = paired_ssim(runs, reference)
+                lines.append(f"| {name} | {mean:+.4f} | {error:.4f} | "
+                             + ", ".join(f"{value:+.4f}" for value in per_seed) + " |")
+    for title, key, digits in (("Best-of-N SSIM", "ssim_per_step", 3), ("Best-of-N PSNR (dB)", "psnr_per_step", 2)):
+        lines += ["", f"{title} per predicted step" + (f" (mean over {seeds} seeds)" if seeds > 1 else "") + ":", "",
+                  "| row | " + " | ".join(f"t+{k + 1}" for k in range(settings["future"])) + " |",
+                  "|---|" + "---|" * settings["future"]]
+        for name, runs in results.items():
+            steps = np.mean([run[key] for run in runs], axis=0)
+            lines.append(f"| {name} | " + " | ".join(f"{v:.{digits}f}" for v in steps) + " |")
     RESULTS.mkdir(exist_ok=True)
     for suffix, text in ((".md", "\n".join(lines) + "\n"),
                          (".json", json.dumps({"settings": settings, "rows": results}, indent=1))):
@@ -199,16 +234,17 @@ def main(argv):
     settings = {name: FLAGS[name].value for name in (
         "rows", "betas", "frame_size", "num_digits", "context", "future", "train_sequences", "test_sequences",
         "samples", "steps", "batch_size", "learning_rate", "latent_dim", "filters", "feature_dim", "hidden_units",
-        "seed")}
+        "seeds", "reference")}
     frames = FLAGS.context + FLAGS.future
-    train = video.moving_mnist("train", FLAGS.train_sequences, frames, FLAGS.frame_size, FLAGS.num_digits, FLAGS.seed)
-    test = video.moving_mnist("test", FLAGS.test_sequences, frames, FLAGS.frame_size, FLAGS.num_digits,
-                              FLAGS.seed + 1)
-    results = {}
-    for name, arguments in likelihoods(FLAGS.frame_size**2).items():
-        print(name, flush=True)
-        results[name] = run_row(arguments, train, test)
-        write(results, settings)  # after every row, so a stopped run keeps what it measured
+    rows = likelihoods(FLAGS.frame_size**2)
+    results = {name: [] for name in rows}
+    for seed in (int(seed) for seed in FLAGS.seeds):
+        train = video.moving_mnist("train", FLAGS.train_sequences, frames, FLAGS.frame_size, FLAGS.num_digits, seed)
+        test = video.moving_mnist("test", FLAGS.test_sequences, frames, FLAGS.frame_size, FLAGS.num_digits, seed + 1)
+        for name, arguments in rows.items():
+            print(name, "seed", seed, flush=True)
+            results[name].append(run_row(arguments, train, test, seed))
+            write({name: runs for name, runs in results.items() if runs}, settings)  # a stopped run keeps its rows
 
 
 if __name__ == "__main__":
