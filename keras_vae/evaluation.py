@@ -161,6 +161,16 @@ def _log_weights(model, inputs, num_samples, seed, likelihood, head):
 _compiled_log_weights = tf.function(_log_weights, reduce_retracing=True, autograph=False)
 
 
+def _elbo_per_image(model, inputs, seed, likelihood, head):
+    """`model.compute_terms`' ELBO per image (the running sigma) with the noise of `seed`, scored with
+    `likelihood`; `likelihood` and `head` key the trace as in `_log_weights`."""
+    with model.substituted(likelihood=likelihood):
+        return model.compute_terms(inputs, SeededNoise(seed), fit_sigma=False)["elbo_per_image"]
+
+
+_compiled_elbo_per_image = tf.function(_elbo_per_image, reduce_retracing=True, autograph=False)
+
+
 def log_importance_weights(model, x, num_samples: int, chunk_size: int | None = None, seed: int | None = None,
                            likelihood=None):
     """Importance weights of `num_samples` draws from q(z|x) for each image, `(num_samples, batch)`.
@@ -298,12 +308,12 @@ def elbo(model, data, num_samples: int = 1, batch_size: int = 100, seed: int | N
     inputs = as_inputs(model, data)
     seed = int(np.random.randint(0, 2**31 - 1)) if seed is None else int(seed)
     values = []
-    with model.substituted(likelihood=likelihood):
-        label = f"ELBO, {num_samples} draw{'s' if num_samples > 1 else ''} of z per image"
-        for index, batch in enumerate(input_batches(inputs, batch_size, progress, label)):
-            draws = [model.compute_terms(batch, SeededNoise([seed, index * num_samples + k]), fit_sigma=False)
-                     ["elbo_per_image"] for k in range(num_samples)]
-            values.append(np.mean(np.stack(draws), axis=0))
+    label = f"ELBO, {num_samples} draw{'s' if num_samples > 1 else ''} of z per image"
+    for index, batch in enumerate(input_batches(inputs, batch_size, progress, label)):
+        batch = {name: tf.convert_to_tensor(value) for name, value in batch.items()}
+        draws = [_compiled_elbo_per_image(model, batch, tf.constant([seed, index * num_samples + k], tf.int64),
+                                          likelihood, model.posterior).numpy() for k in range(num_samples)]
+        values.append(np.mean(np.stack(draws), axis=0))
     return float(np.mean(np.concatenate(values)))
 
 
