@@ -47,8 +47,17 @@ def fit_a_few_steps(model, inputs: dict, steps: int = 3) -> dict:
     return metrics
 
 
-def assert_one_elbo_everywhere(model, inputs: dict, tmp_path) -> float:
-    """The same draw gives the same ELBO in the train step, the model, evaluation, the CLI and serving."""
+def served_with_seeded_noise(model, tmp_path):
+    """The SavedModel of `model`, exported with `SeededNoise(SEED)` for every draw, loaded back."""
+    folder = export.saved_model(model, tmp_path / "serving", allow_untrained=True, noise=lambda: SeededNoise(SEED))
+    return tf.saved_model.load(str(folder))
+
+
+def assert_one_elbo_everywhere(model, inputs: dict, tmp_path):
+    """The same draw gives the same ELBO in the train step, the model, evaluation, the CLI and serving.
+
+    Returns the loaded SavedModel it compared (`served_with_seeded_noise` of the model after the step),
+    for `assert_served_equals_model`."""
     x, *labels = _positional(inputs)
     # The model's noise before the step is SeededNoise(state); set it to SEED.
     model.seed_generator.state.assign(np.array(SEED, model.seed_generator.state.dtype))
@@ -64,10 +73,9 @@ def assert_one_elbo_everywhere(model, inputs: dict, tmp_path) -> float:
     np.testing.assert_allclose(evaluation.elbo(model, tuple(inputs.values()), seed=SEED[0]), from_model.mean(),
                                rtol=RTOL)
 
-    folder = export.saved_model(model, tmp_path / "serving_elbo", allow_untrained=True,
-                                noise=lambda: SeededNoise(SEED))
-    served = tf.saved_model.load(str(folder)).signatures["elbo"](**_named(model, inputs))["elbo"]
-    np.testing.assert_allclose(np.asarray(served), from_model, rtol=RTOL, atol=1e-3)
+    served = served_with_seeded_noise(model, tmp_path)
+    np.testing.assert_allclose(np.asarray(served.signatures["elbo"](**_named(model, inputs))["elbo"]), from_model,
+                               rtol=RTOL, atol=1e-3)
 
     data = tmp_path / "data.npz"
     np.savez(data, x=x, **({"y": labels[0]} if labels else {}))
@@ -87,7 +95,8 @@ def assert_one_elbo_everywhere(model, inputs: dict, tmp_path) -> float:
     for key in ("kl_per_dim", "active_units", "mutual_information", "marginal_kl"):
         assert key in saved, key
     assert {"samples.png", "reconstructions.png", "kl_per_dim.png"} <= {p.name for p in (tmp_path / "eval").iterdir()}
-    return report["elbo"]
+    np.testing.assert_allclose(report["elbo"], saved["elbo"], rtol=1e-6)
+    return served
 
 
 def _named(model, inputs: dict, first: str = "x") -> dict:
@@ -115,13 +124,14 @@ def assert_saving_round_trip(model, inputs: dict, tmp_path) -> keras.Model:
     return loaded
 
 
-def assert_served_equals_model(model, inputs: dict, tmp_path, tflite: bool = True) -> None:
+def assert_served_equals_model(model, inputs: dict, tmp_path, tflite: bool = True, loaded=None) -> None:
     """Every signature of the SavedModel (seeded noise) equals the model's hooks with the same noise;
-    every signature converts to builtin-only TFLite, or fails naming the op."""
+    every signature converts to builtin-only TFLite, or fails naming the op.
+
+    `loaded` is `served_with_seeded_noise(model, ...)` (exported here if None)."""
     x, *labels = _positional(inputs)
     conditions = {name: value for name, value in inputs.items() if name != "x"}
-    folder = export.saved_model(model, tmp_path / "serving", allow_untrained=True, noise=lambda: SeededNoise(SEED))
-    loaded = tf.saved_model.load(str(folder))
+    loaded = served_with_seeded_noise(model, tmp_path) if loaded is None else loaded
     assert set(loaded.signatures) >= {*export.SIGNATURES, "serving_default"}
 
     q = model.posterior_distribution(inputs)
@@ -167,6 +177,6 @@ def run_family_test(model, inputs: dict, tmp_path, tflite: bool = True) -> None:
     x, *labels = _positional(inputs)
     results = model.evaluate(x, *labels, batch_size=len(x), verbose=0, return_dict=True)
     assert np.isfinite(results["elbo"])
-    assert_one_elbo_everywhere(model, inputs, tmp_path)
+    served = assert_one_elbo_everywhere(model, inputs, tmp_path)  # one export for both checks
     assert_saving_round_trip(model, inputs, tmp_path)
-    assert_served_equals_model(model, inputs, tmp_path, tflite=tflite)
+    assert_served_equals_model(model, inputs, tmp_path, tflite=tflite, loaded=served)
