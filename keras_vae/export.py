@@ -471,8 +471,8 @@ def _convert(saved_model_dir: str, signatures, quantize) -> bytes:
         ops = _flex_ops(str(error))
         if not ops:
             raise
-        culprits = {}
-        for name in signatures:
+        culprits = {signatures[0]: ops} if len(signatures) == 1 else {}
+        for name in signatures if len(signatures) > 1 else ():  # convert each alone: which needs which ops
             try:
                 _converter(saved_model_dir, [name], quantize).convert()
             except Exception as single:  # noqa: BLE001 - only to name the culprit
