@@ -65,6 +65,8 @@ flags.DEFINE_list("seeds", ["0"], "Seeds of data, weights and noise; every row r
 flags.DEFINE_string("reference", "(b) fixed sigma 0.0716 (beta 1e-05 on MSE)",
                     "Row that every other row is compared with, video by video, on best-of-N SSIM.")
 flags.DEFINE_string("out", "sequence", "Results name: benchmarks/results/NAME.md and .json.")
+flags.DEFINE_bool("append", False, "Add the runs of --seeds to the rows already in NAME.json (the other settings "
+                  "must be the same).")
 FLAGS = flags.FLAGS
 
 
@@ -229,6 +231,25 @@ def write(results: dict, settings: dict) -> None:
         os.replace(temporary, path)
 
 
+def previous_results(results: dict, settings: dict) -> tuple[dict, dict]:
+    """The rows and settings of `--out`'s JSON with room for this run's seeds; refuses other settings."""
+    path = RESULTS / f"{FLAGS.out}.json"
+    if not path.exists():
+        raise SystemExit(f"--append: {path} does not exist.")
+    previous = json.loads(path.read_text())
+    ignored = {"rows", "seeds"}
+    differ = sorted(key for key in settings if key not in ignored and previous["settings"].get(key) != settings[key])
+    if differ:
+        raise SystemExit(f"--append: {path} was written with other settings ({', '.join(differ)}).")
+    done = {int(seed) for runs in previous["rows"].values() for seed in (run["seed"] for run in runs)}
+    if done & {int(seed) for seed in FLAGS.seeds}:
+        raise SystemExit(f"--append: {path} already has seeds {sorted(done & set(map(int, FLAGS.seeds)))}.")
+    merged = {**previous["rows"], **{name: previous["rows"].get(name, []) for name in results}}
+    seeds = sorted(done | {int(seed) for seed in FLAGS.seeds})
+    return merged, {**settings, "rows": sorted(set(previous["settings"]["rows"]) | set(settings["rows"])),
+                    "seeds": [str(seed) for seed in seeds]}
+
+
 def main(argv):
     del argv
     settings = {name: FLAGS[name].value for name in (
@@ -238,6 +259,8 @@ def main(argv):
     frames = FLAGS.context + FLAGS.future
     rows = likelihoods(FLAGS.frame_size**2)
     results = {name: [] for name in rows}
+    if FLAGS.append:
+        results, settings = previous_results(results, settings)
     for seed in (int(seed) for seed in FLAGS.seeds):
         train = video.moving_mnist("train", FLAGS.train_sequences, frames, FLAGS.frame_size, FLAGS.num_digits, seed)
         test = video.moving_mnist("test", FLAGS.test_sequences, frames, FLAGS.frame_size, FLAGS.num_digits, seed + 1)
