@@ -66,7 +66,7 @@ flags.DEFINE_string("reference", "(b) fixed sigma 0.0716 (beta 1e-05 on MSE)",
                     "Row that every other row is compared with, video by video, on best-of-N SSIM.")
 flags.DEFINE_string("out", "sequence", "Results name: benchmarks/results/NAME.md and .json.")
 flags.DEFINE_bool("append", False, "Add the runs of --seeds to the rows already in NAME.json (the other settings "
-                  "must be the same).")
+                  "must be the same); with --seeds= (none), rewrite NAME.md from NAME.json.")
 FLAGS = flags.FLAGS
 
 
@@ -172,9 +172,12 @@ def cell(runs: list[dict], key: str, digits: int) -> str:
 
 
 def paired_ssim(runs: list[dict], reference: list[dict]) -> tuple[float, float, list[float]]:
-    """Best-of-N SSIM minus the reference row's on the same test videos: the mean over seeds, its standard error
-    over test videos (each seed's error combined), and each seed's mean difference."""
-    differences = [np.subtract(run["ssim_per_video"], ref["ssim_per_video"]) for run, ref in zip(runs, reference)]
+    """Best-of-N SSIM minus the reference row's on the same test videos, over the seeds both rows ran: the
+    mean over those seeds, its standard error over test videos (each seed's error combined), and each seed's
+    mean difference."""
+    by_seed = {run["seed"]: run for run in reference}
+    differences = [np.subtract(run["ssim_per_video"], by_seed[run["seed"]]["ssim_per_video"])
+                   for run in runs if run["seed"] in by_seed]
     means = np.array([d.mean() for d in differences])
     variances = np.array([d.var(ddof=1) / len(d) for d in differences])
     return float(means.mean()), float(np.sqrt(variances.sum()) / len(means)), means.tolist()
@@ -182,7 +185,7 @@ def paired_ssim(runs: list[dict], reference: list[dict]) -> tuple[float, float, 
 
 def write(results: dict, settings: dict) -> None:
     seeds = max(len(runs) for runs in results.values())
-    over = f" (mean +- standard deviation over {seeds} seeds)" if seeds > 1 else ""
+    over = " (mean +- standard deviation over its seeds)" if seeds > 1 else ""
     lines = [
         "# Sequence VAE (SVG-LP) on Stochastic Moving MNIST: calibrated decoders (issue 16)",
         "",
@@ -199,24 +202,25 @@ def write(results: dict, settings: dict) -> None:
         "(optimal sigma: its running sigma). Each seed draws its own training and test videos, weights and noise.",
         "",
         f"| row{over} | test ELBO (nats/frame) | best-of-N SSIM | best-of-N PSNR (dB) | KL (nats/frame) "
-        "| served sigma | train videos/s | train frames/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| served sigma | train videos/s | train frames/s | seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in results.items():
-        lines.append(f"| {name} | " + " | ".join(cell(runs, key, digits) for key, digits in COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(cell(runs, key, digits) for key, digits in COLUMNS)
+                     + f" | {', '.join(str(run['seed']) for run in runs)} |")
     reference = results.get(settings["reference"])
     if reference is not None:
         lines += ["", f"Best-of-N SSIM against {settings['reference']}, on the same test videos of each seed: the "
-                  "mean difference, its standard error over the test videos (each seed's combined), and each seed's "
-                  "difference (its spread is the training's variance):", "",
+                  "mean difference over the seeds both rows ran, its standard error over the test videos (each "
+                  "seed's combined), and each seed's difference (its spread is the training's variance):", "",
                   "| row | SSIM difference | standard error over videos | per seed |", "|---|---|---|---|"]
         for name, runs in results.items():
-            if name != settings["reference"] and len(runs) == len(reference):
+            if name != settings["reference"] and {run["seed"] for run in runs} & {run["seed"] for run in reference}:
                 mean, error, per_seed = paired_ssim(runs, reference)
                 lines.append(f"| {name} | {mean:+.4f} | {error:.4f} | "
                              + ", ".join(f"{value:+.4f}" for value in per_seed) + " |")
     for title, key, digits in (("Best-of-N SSIM", "ssim_per_step", 3), ("Best-of-N PSNR (dB)", "psnr_per_step", 2)):
-        lines += ["", f"{title} per predicted step" + (f" (mean over {seeds} seeds)" if seeds > 1 else "") + ":", "",
+        lines += ["", f"{title} per predicted step" + (" (mean over the row's seeds)" if seeds > 1 else "") + ":", "",
                   "| row | " + " | ".join(f"t+{k + 1}" for k in range(settings["future"])) + " |",
                   "|---|" + "---|" * settings["future"]]
         for name, runs in results.items():
@@ -268,6 +272,7 @@ def main(argv):
             print(name, "seed", seed, flush=True)
             results[name].append(run_row(arguments, train, test, seed))
             write({name: runs for name, runs in results.items() if runs}, settings)  # a stopped run keeps its rows
+    write({name: runs for name, runs in results.items() if runs}, settings)  # (--append with no --seeds: rewrites)
 
 
 if __name__ == "__main__":
