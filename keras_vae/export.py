@@ -471,12 +471,14 @@ def _convert(saved_model_dir: str, signatures, quantize) -> bytes:
         ops = _flex_ops(str(error))
         if not ops:
             raise
-        culprits = {signatures[0]: ops} if len(signatures) == 1 else {}
-        for name in signatures if len(signatures) > 1 else ():  # convert each alone: which needs which ops
-            try:
-                _converter(saved_model_dir, [name], quantize).convert()
-            except Exception as single:  # noqa: BLE001 - only to name the culprit
-                culprits[name] = _flex_ops(str(single)) or ops
+        culprits = {signatures[0]: ops}  # one signature: it is the culprit
+        if len(signatures) > 1:  # convert each alone: which needs which ops
+            culprits = {}
+            for name in signatures:
+                try:
+                    _converter(saved_model_dir, [name], quantize).convert()
+                except Exception as single:  # noqa: BLE001 - only to name the culprit
+                    culprits[name] = _flex_ops(str(single)) or ops
         detail = "; ".join(f"{name}: {', '.join(found)}" for name, found in culprits.items()) or ", ".join(ops)
         raise ValueError(
             f"Cannot convert to TFLite with builtin ops only; these signatures need ops that are not TFLite "
