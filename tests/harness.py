@@ -124,14 +124,11 @@ def assert_saving_round_trip(model, inputs: dict, tmp_path) -> keras.Model:
     return loaded
 
 
-def assert_served_equals_model(model, inputs: dict, tmp_path, tflite: bool = True, loaded=None) -> None:
-    """Every signature of the SavedModel (seeded noise) equals the model's hooks with the same noise;
-    every signature converts to builtin-only TFLite, or fails naming the op.
-
-    `loaded` is `served_with_seeded_noise(model, ...)` (exported here if None)."""
+def assert_served_equals_model(model, inputs: dict, loaded, tmp_path, tflite: bool = True) -> None:
+    """Every signature of `loaded`, `served_with_seeded_noise(model, ...)`, equals the model's hooks with
+    the same noise; every signature converts to builtin-only TFLite, or fails naming the op."""
     x, *labels = _positional(inputs)
     conditions = {name: value for name, value in inputs.items() if name != "x"}
-    loaded = served_with_seeded_noise(model, tmp_path) if loaded is None else loaded
     assert set(loaded.signatures) >= {*export.SIGNATURES, "serving_default"}
 
     q = model.posterior_distribution(inputs)
@@ -179,4 +176,4 @@ def run_family_test(model, inputs: dict, tmp_path, tflite: bool = True) -> None:
     assert np.isfinite(results["elbo"])
     served = assert_one_elbo_everywhere(model, inputs, tmp_path)  # one export for both checks
     assert_saving_round_trip(model, inputs, tmp_path)
-    assert_served_equals_model(model, inputs, tmp_path, tflite=tflite, loaded=served)
+    assert_served_equals_model(model, inputs, served, tmp_path, tflite=tflite)

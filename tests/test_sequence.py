@@ -177,7 +177,7 @@ def test_the_shared_harness_minus_evaluation(tmp_path):
     assert np.isfinite(step)
     harness.assert_saving_round_trip(model, inputs, tmp_path)
     served = harness.served_with_seeded_noise(model, tmp_path)
-    harness.assert_served_equals_model(model, inputs, tmp_path, tflite=False, loaded=served)
+    harness.assert_served_equals_model(model, inputs, served, tmp_path, tflite=False)
 
     # One ELBO: the model, the running-sigma ELBO, the train step and the served `elbo` agree.
     from_model = np.asarray(model.elbo(x, seed=harness.SEED))
