@@ -171,13 +171,15 @@ def cell(runs: list[dict], key: str, digits: int) -> str:
     return f"{values.mean():.{digits}f} +- {values.std(ddof=1):.{digits}f}"
 
 
-def paired_ssim(runs: list[dict], reference: list[dict]) -> tuple[float, float, list[float]]:
+def paired_ssim(runs: list[dict], reference: list[dict]) -> tuple[float, float, list[float]] | None:
     """Best-of-N SSIM minus the reference row's on the same test videos, over the seeds both rows ran: the
     mean over those seeds, its standard error over test videos (each seed's error combined), and each seed's
-    mean difference."""
+    mean difference; None if they share no seed."""
     by_seed = {run["seed"]: run for run in reference}
     differences = [np.subtract(run["ssim_per_video"], by_seed[run["seed"]]["ssim_per_video"])
                    for run in runs if run["seed"] in by_seed]
+    if not differences:
+        return None
     means = np.array([d.mean() for d in differences])
     variances = np.array([d.var(ddof=1) / len(d) for d in differences])
     return float(means.mean()), float(np.sqrt(variances.sum()) / len(means)), means.tolist()
@@ -215,8 +217,9 @@ def write(results: dict, settings: dict) -> None:
                   "seed's combined), and each seed's difference (its spread is the training's variance):", "",
                   "| row | SSIM difference | standard error over videos | per seed |", "|---|---|---|---|"]
         for name, runs in results.items():
-            if name != settings["reference"] and {run["seed"] for run in runs} & {run["seed"] for run in reference}:
-                mean, error, per_seed = paired_ssim(runs, reference)
+            paired = None if name == settings["reference"] else paired_ssim(runs, reference)
+            if paired is not None:
+                mean, error, per_seed = paired
                 lines.append(f"| {name} | {mean:+.4f} | {error:.4f} | "
                              + ", ".join(f"{value:+.4f}" for value in per_seed) + " |")
     for title, key, digits in (("Best-of-N SSIM", "ssim_per_step", 3), ("Best-of-N PSNR (dB)", "psnr_per_step", 2)):
@@ -245,13 +248,15 @@ def previous_results(results: dict, settings: dict) -> tuple[dict, dict]:
     differ = sorted(key for key in settings if key not in ignored and previous["settings"].get(key) != settings[key])
     if differ:
         raise SystemExit(f"--append: {path} was written with other settings ({', '.join(differ)}).")
-    done = {int(seed) for runs in previous["rows"].values() for seed in (run["seed"] for run in runs)}
-    if done & {int(seed) for seed in FLAGS.seeds}:
-        raise SystemExit(f"--append: {path} already has seeds {sorted(done & set(map(int, FLAGS.seeds)))}.")
-    merged = {**previous["rows"], **{name: previous["rows"].get(name, []) for name in results}}
-    seeds = sorted(done | {int(seed) for seed in FLAGS.seeds})
+    done = {run["seed"] for runs in previous["rows"].values() for run in runs}
+    new = {int(seed) for seed in FLAGS.seeds}
+    if done & new:
+        raise SystemExit(f"--append: {path} already has seeds {sorted(done & new)}.")
+    merged = dict(previous["rows"])
+    for name in results:
+        merged.setdefault(name, [])
     return merged, {**settings, "rows": sorted(set(previous["settings"]["rows"]) | set(settings["rows"])),
-                    "seeds": [str(seed) for seed in seeds]}
+                    "seeds": [str(seed) for seed in sorted(done | new)]}
 
 
 def main(argv):
@@ -260,6 +265,8 @@ def main(argv):
         "rows", "betas", "frame_size", "num_digits", "context", "future", "train_sequences", "test_sequences",
         "samples", "steps", "batch_size", "learning_rate", "latent_dim", "filters", "feature_dim", "hidden_units",
         "seeds", "reference")}
+    if not FLAGS.seeds and not FLAGS.append:
+        raise SystemExit("--seeds is empty: nothing to run (with --append, it rewrites NAME.md from NAME.json).")
     frames = FLAGS.context + FLAGS.future
     rows = likelihoods(FLAGS.frame_size**2)
     results = {name: [] for name in rows}
@@ -272,7 +279,8 @@ def main(argv):
             print(name, "seed", seed, flush=True)
             results[name].append(run_row(arguments, train, test, seed))
             write({name: runs for name, runs in results.items() if runs}, settings)  # a stopped run keeps its rows
-    write({name: runs for name, runs in results.items() if runs}, settings)  # (--append with no --seeds: rewrites)
+    if not FLAGS.seeds:  # --append --seeds=: the markdown again, from the JSON
+        write({name: runs for name, runs in results.items() if runs}, settings)
 
 
 if __name__ == "__main__":
