@@ -156,8 +156,9 @@ def main(argv):
     x_train = data.load_arrays(f"sprites:{size}", "train")
     x_test = data.load_arrays(f"sprites:{size}", "test")
     features, features_name = fid_features(x_train, data.factors(f"sprites:{size}", "train")[0])
+    niceness = os.nice(0)  # an increment of 0 only reads it
     header = {
-        "command": (f"nice -n {os.nice(0)} " if os.nice(0) else "") + "python " + " ".join(sys.argv),
+        "command": (f"nice -n {niceness} " if niceness else "") + "python " + " ".join(sys.argv),
         "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "image_size": size, "epochs": FLAGS.epochs, "steps": FLAGS.epochs * int(np.ceil(len(x_train) / 64)),
