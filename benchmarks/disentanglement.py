@@ -2,8 +2,10 @@
 
 Each row trains a conv VAE (latent 10, batch 64, Adam 1e-3, no latent
 alignment, so the metrics see the encoder's own axes) on the `sprites:SIZE`
-source (9,000 train / 1,000 test images of the 10,000 seeded subset) and
-scores its posterior means on freshly rendered sprites (`keras_vae.sprites.Sprites`)
+source (9,000 train / 1,000 test images of the 10,000 seeded subset; with
+`--train_images=N`, N other combinations rendered here and saved with their
+factors to a `.npz` beside the 1,000 test images) and scores its posterior
+means on freshly rendered sprites (`keras_vae.sprites.Sprites`)
 with every metric of `keras_vae.disentanglement`, plus the test rate (KL),
 distortion (MSE per pixel), active units and the FID of 1,000 prior samples
 against the test images (features: a small classifier trained here on the
@@ -12,6 +14,7 @@ train split to tell the 18 shape x scale classes). Writes
 `## Reading` section of the `.md` is kept when the tables are rewritten.
 
     nice -n 10 python benchmarks/disentanglement.py [--epochs=3] [--image_size=32] [--rows=...]
+        [--train_images=200000]
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ RESULTS = Path(__file__).parent / "results"
 flags.DEFINE_integer("epochs", 3, "Training epochs per row (9,000 images each).")
 flags.DEFINE_integer("image_size", 32, "Side of the sprites.")
 flags.DEFINE_list("rows", list(ROWS), "Rows to run (names of ROWS or EXTRA_ROWS).")
+flags.DEFINE_integer("train_images", 0, "Train on this many combinations outside the test split, rendered here "
+                     "(seeded by --seed), instead of the 9,000 train images of sprites:SIZE; 0 keeps those.",
+                     lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Seed of every run and of the metrics' draws.")
 flags.DEFINE_integer("num_train", 1000, "Draws the MIG, SAP and DCI estimators train on.")
 flags.DEFINE_integer("num_test", 500, "Draws SAP and DCI are tested on.")
@@ -63,18 +69,40 @@ def fid_features(x_train, factors_train):
     return feature_model.extractor(classifier), "sprites shape x scale classifier (3 epochs), 128-d features"
 
 
-def run_row(name: str, workdir: Path, features, x_test) -> dict:
-    size = FLAGS.image_size
+def write_train_images(path: Path, x_test: np.ndarray, factors_test: np.ndarray) -> None:
+    """Renders `--train_images` combinations not in the test split into a `.npz` with the test split beside them.
+
+    The file holds uint8 pixels (`x`, `x_test`) and `factors`, `factors_test`, `factor_names`, the layout
+    `keras_vae.data` reads, so the rows train on it through the same `dataset` setting.
+    """
+    flat = np.ravel_multi_index(sprites.all_factors().T, sprites.FACTOR_SIZES)
+    outside_test = np.setdiff1d(flat, np.ravel_multi_index(factors_test.T, sprites.FACTOR_SIZES))
+    if FLAGS.train_images > len(outside_test):
+        raise SystemExit(f"--train_images={FLAGS.train_images}: only {len(outside_test)} combinations lie outside "
+                         "the test split.")
+    chosen = np.random.default_rng(FLAGS.seed).choice(outside_test, FLAGS.train_images, replace=False)
+    factors_train = np.stack(np.unravel_index(chosen, sprites.FACTOR_SIZES), axis=1).astype("int64")
+    temporary = path.with_name(path.stem + ".partial.npz")
+    np.savez(temporary, x=_to_uint8(sprites.render(factors_train, FLAGS.image_size)), x_test=_to_uint8(x_test),
+             factors=factors_train, factors_test=factors_test, factor_names=np.array(sprites.FACTOR_NAMES))
+    temporary.replace(path)
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.round(x * 255).astype("uint8")
+
+
+def run_row(name: str, workdir: Path, features, x_test, dataset: str) -> dict:
     config = experiment.RunConfig(
-        **{**ROWS, **EXTRA_ROWS}[name], dataset=f"sprites:{size}", network="conv", latent_dim=10, batch_size=64,
+        **{**ROWS, **EXTRA_ROWS}[name], dataset=dataset, network="conv", latent_dim=10, batch_size=64,
         learning_rate=1e-3, epochs=FLAGS.epochs, seed=FLAGS.seed, align_latents="none",
         out=str(workdir / name.replace(" ", "_").replace("=", "")),
     )
     model, metrics = experiment.train(config, verbose=0)
     start = time.perf_counter()
     scores = disentanglement.scores(
-        disentanglement.posterior_means(model), sprites.Sprites(size), seed=FLAGS.seed, num_train=FLAGS.num_train,
-        num_test=FLAGS.num_test, num_points=FLAGS.num_points,
+        disentanglement.posterior_means(model), sprites.Sprites(FLAGS.image_size), seed=FLAGS.seed,
+        num_train=FLAGS.num_train, num_test=FLAGS.num_test, num_points=FLAGS.num_points,
     )
     stats = evaluation.posterior_statistics(model, x_test, seed=FLAGS.seed)
     samples = evaluation.prior_samples(model, 1000, seed=FLAGS.seed)
@@ -117,7 +145,7 @@ def to_markdown(rows: list[dict], header: dict) -> str:
         f"Command: `{header['command']}`. Machine: {header['machine']}; {header['date']}.",
         "",
         f"Data: `sprites:{header['image_size']}` ({header['image_size']}x{header['image_size']} dSprites-style "
-        "sprites, 9,000 train / 1,000 test of a seeded 10,000-image subset); conv VAE, latent 10, batch 64, "
+        f"sprites, {_train_data(header)} / 1,000 test of a seeded 10,000-image subset); conv VAE, latent 10, batch 64, "
         f"Adam 1e-3, **{header['epochs']} epochs ({header['steps']} steps), seed {header['seed']}, one run per row**, "
         "no latent alignment. Metrics on freshly rendered sprites, seed "
         f"{header['seed']}: MIG/SAP/DCI on {header['num_train']} train + {header['num_test']} test draws, "
@@ -146,6 +174,13 @@ def to_markdown(rows: list[dict], header: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _train_data(header: dict) -> str:
+    count = header.get("train_images", 0)
+    if not count:
+        return "9,000 train"
+    return f"{count:,} train combinations outside the test split (seed {header['seed']}, rendered for this run)"
+
+
 def main(argv):
     del argv
     unknown = [name for name in FLAGS.rows if name not in {**ROWS, **EXTRA_ROWS}]
@@ -156,12 +191,14 @@ def main(argv):
     x_train = data.load_arrays(f"sprites:{size}", "train")
     x_test = data.load_arrays(f"sprites:{size}", "test")
     features, features_name = fid_features(x_train, data.factors(f"sprites:{size}", "train")[0])
+    train_size = FLAGS.train_images or len(x_train)
     niceness = os.nice(0)  # an increment of 0 only reads it
     header = {
         "command": (f"nice -n {niceness} " if niceness else "") + "python " + " ".join(sys.argv),
         "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "image_size": size, "epochs": FLAGS.epochs, "steps": FLAGS.epochs * int(np.ceil(len(x_train) / 64)),
+        "image_size": size, "epochs": FLAGS.epochs, "steps": FLAGS.epochs * int(np.ceil(train_size / 64)),
+        "train_images": FLAGS.train_images,
         "seed": FLAGS.seed, "num_train": FLAGS.num_train, "num_test": FLAGS.num_test, "num_points": FLAGS.num_points,
         "fid_features": features_name,
     }
@@ -169,10 +206,17 @@ def main(argv):
     if FLAGS.append and out.with_suffix(".json").exists():
         previous = json.loads(out.with_suffix(".json").read_text())
         rows = [row for row in previous["rows"] if row["row"] not in FLAGS.rows]
+        if previous["header"].get("train_images", 0) != FLAGS.train_images:
+            raise SystemExit(f"--append: {out.with_suffix('.json')} was trained on other images (train_images="
+                             f"{previous['header'].get('train_images', 0)}); use another --out.")
         header = {**previous["header"], "command": previous["header"]["command"] + " and " + header["command"]}
     with tempfile.TemporaryDirectory() as workdir:
+        dataset = f"sprites:{size}"
+        if FLAGS.train_images:
+            dataset = str(Path(workdir) / "sprites_train.npz")
+            write_train_images(Path(dataset), x_test, data.factors(f"sprites:{size}", "test")[0])
         for name in FLAGS.rows:
-            rows.append(run_row(name, Path(workdir), features, x_test))
+            rows.append(run_row(name, Path(workdir), features, x_test, dataset))
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()
                    if k not in ("mutual_information", "samples")}, flush=True)
             _write(out, rows, header)
