@@ -77,9 +77,6 @@ def write_train_images(path: Path, x_test: np.ndarray, factors_test: np.ndarray)
     """
     flat = np.ravel_multi_index(sprites.all_factors().T, sprites.FACTOR_SIZES)
     outside_test = np.setdiff1d(flat, np.ravel_multi_index(factors_test.T, sprites.FACTOR_SIZES))
-    if FLAGS.train_images > len(outside_test):
-        raise SystemExit(f"--train_images={FLAGS.train_images}: only {len(outside_test)} combinations lie outside "
-                         "the test split.")
     chosen = np.random.default_rng(FLAGS.seed).choice(outside_test, FLAGS.train_images, replace=False)
     factors_train = np.stack(np.unravel_index(chosen, sprites.FACTOR_SIZES), axis=1).astype("int64")
     temporary = path.with_name(path.stem + ".partial.npz")
@@ -188,6 +185,15 @@ def main(argv):
         raise SystemExit(f"Unknown rows {unknown}. Expected names from {list(ROWS) + list(EXTRA_ROWS)}.")
     out = Path(FLAGS.out)
     size = FLAGS.image_size
+    factors_test = data.factors(f"sprites:{size}", "test")[0]
+    if FLAGS.train_images > sprites.NUM_COMBINATIONS - len(factors_test):
+        raise SystemExit(f"--train_images={FLAGS.train_images}: only {sprites.NUM_COMBINATIONS - len(factors_test)} "
+                         "combinations lie outside the test split.")
+    results = out.with_suffix(".json")
+    previous = json.loads(results.read_text()) if FLAGS.append and results.exists() else None
+    if previous and previous["header"].get("train_images", 0) != FLAGS.train_images:
+        raise SystemExit(f"--append: {results} was trained on other images (train_images="
+                         f"{previous['header'].get('train_images', 0)}); use another --out.")
     x_train = data.load_arrays(f"sprites:{size}", "train")
     x_test = data.load_arrays(f"sprites:{size}", "test")
     features, features_name = fid_features(x_train, data.factors(f"sprites:{size}", "train")[0])
@@ -203,18 +209,14 @@ def main(argv):
         "fid_features": features_name,
     }
     rows = []
-    if FLAGS.append and out.with_suffix(".json").exists():
-        previous = json.loads(out.with_suffix(".json").read_text())
+    if previous:
         rows = [row for row in previous["rows"] if row["row"] not in FLAGS.rows]
-        if previous["header"].get("train_images", 0) != FLAGS.train_images:
-            raise SystemExit(f"--append: {out.with_suffix('.json')} was trained on other images (train_images="
-                             f"{previous['header'].get('train_images', 0)}); use another --out.")
         header = {**previous["header"], "command": previous["header"]["command"] + " and " + header["command"]}
     with tempfile.TemporaryDirectory() as workdir:
         dataset = f"sprites:{size}"
         if FLAGS.train_images:
             dataset = str(Path(workdir) / "sprites_train.npz")
-            write_train_images(Path(dataset), x_test, data.factors(f"sprites:{size}", "test")[0])
+            write_train_images(Path(dataset), x_test, factors_test)
         for name in FLAGS.rows:
             rows.append(run_row(name, Path(workdir), features, x_test, dataset))
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()
