@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from keras_vae import data, disentanglement, evaluation, experiment, feature_model, sprites
+from keras_vae import data, disentanglement, evaluation, experiment, feature_model, files, sprites
 
 ROWS = {
     **{f"bernoulli beta={b}": dict(likelihood="bernoulli", beta=float(b)) for b in (1, 4, 16)},
@@ -75,14 +75,14 @@ def write_train_images(path: Path, x_test: np.ndarray, factors_test: np.ndarray)
     The file holds uint8 pixels (`x`, `x_test`) and `factors`, `factors_test`, `factor_names`, the layout
     `keras_vae.data` reads, so the rows train on it through the same `dataset` setting.
     """
-    flat = np.ravel_multi_index(sprites.all_factors().T, sprites.FACTOR_SIZES)
-    outside_test = np.setdiff1d(flat, np.ravel_multi_index(factors_test.T, sprites.FACTOR_SIZES))
+    # `sprites.all_factors()` lists the combinations in C order, so combination i has flat index i.
+    test_indices = np.ravel_multi_index(factors_test.T, sprites.FACTOR_SIZES)
+    outside_test = np.setdiff1d(np.arange(sprites.NUM_COMBINATIONS), test_indices)
     chosen = np.random.default_rng(FLAGS.seed).choice(outside_test, FLAGS.train_images, replace=False)
     factors_train = np.stack(np.unravel_index(chosen, sprites.FACTOR_SIZES), axis=1).astype("int64")
-    temporary = path.with_name(path.stem + ".partial.npz")
-    np.savez(temporary, x=_to_uint8(sprites.render(factors_train, FLAGS.image_size)), x_test=_to_uint8(x_test),
-             factors=factors_train, factors_test=factors_test, factor_names=np.array(sprites.FACTOR_NAMES))
-    temporary.replace(path)
+    with files.atomic_path(path) as temporary:  # keeps the .npz suffix, so numpy adds none
+        np.savez(temporary, x=_to_uint8(sprites.render(factors_train, FLAGS.image_size)), x_test=_to_uint8(x_test),
+                 factors=factors_train, factors_test=factors_test, factor_names=np.array(sprites.FACTOR_NAMES))
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
@@ -227,16 +227,11 @@ def main(argv):
 
 def _write(out: Path, rows: list[dict], header: dict) -> None:
     """Writes the .json and the .md tables (via temporary files), keeping the .md's `## Reading` section."""
-    out.parent.mkdir(parents=True, exist_ok=True)
     markdown = out.with_suffix(".md")
-    reading = ""
-    if markdown.exists() and "\n## Reading" in markdown.read_text():
-        reading = "\n## Reading" + markdown.read_text().split("\n## Reading", 1)[1]
-    for path, text in ((out.with_suffix(".json"), json.dumps({"header": header, "rows": rows}, indent=2) + "\n"),
-                       (markdown, to_markdown(rows, header) + reading)):
-        temporary = path.with_suffix(path.suffix + ".tmp")
-        temporary.write_text(text)
-        temporary.replace(path)
+    previous = markdown.read_text() if markdown.exists() else ""
+    reading = "\n## Reading" + previous.split("\n## Reading", 1)[1] if "\n## Reading" in previous else ""
+    files.write_json(out.with_suffix(".json"), {"header": header, "rows": rows})
+    files.write_text(markdown, to_markdown(rows, header) + reading)
 
 
 if __name__ == "__main__":
