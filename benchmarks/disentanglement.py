@@ -57,7 +57,7 @@ flags.DEFINE_integer("seed", 0, "Seed of every run and of the metrics' draws.")
 flags.DEFINE_integer("num_train", 1000, "Draws the MIG, SAP and DCI estimators train on.")
 flags.DEFINE_integer("num_test", 500, "Draws SAP and DCI are tested on.")
 flags.DEFINE_integer("num_points", 200, "Training points of the BetaVAE and FactorVAE scores (half as many to score).")
-flags.DEFINE_bool("append", False, "Keep the rows already in the .json (same settings) and add these.")
+flags.DEFINE_bool("append", False, "Keep the rows already in the .json (same settings, else refused) and add these.")
 flags.DEFINE_string("out", str(RESULTS / "disentanglement"), "Results path without suffix (.md and .json).")
 FLAGS = flags.FLAGS
 
@@ -191,9 +191,12 @@ def main(argv):
                          "combinations lie outside the test split.")
     results = out.with_suffix(".json")
     previous = json.loads(results.read_text()) if FLAGS.append and results.exists() else None
-    if previous and previous["header"].get("train_images", 0) != FLAGS.train_images:
-        raise SystemExit(f"--append: {results} was trained on other images (train_images="
-                         f"{previous['header'].get('train_images', 0)}); use another --out.")
+    settings = {"image_size": size, "epochs": FLAGS.epochs, "train_images": FLAGS.train_images, "seed": FLAGS.seed,
+                "num_train": FLAGS.num_train, "num_test": FLAGS.num_test, "num_points": FLAGS.num_points}
+    other = {key: previous["header"].get(key, 0) for key in settings
+             if previous and previous["header"].get(key, 0) != settings[key]}
+    if other:
+        raise SystemExit(f"--append: {results} was run with other settings {other}; use another --out.")
     x_train = data.load_arrays(f"sprites:{size}", "train")
     x_test = data.load_arrays(f"sprites:{size}", "test")
     features, features_name = fid_features(x_train, data.factors(f"sprites:{size}", "train")[0])
@@ -203,9 +206,7 @@ def main(argv):
         "command": (f"nice -n {niceness} " if niceness else "") + "python " + " ".join(sys.argv),
         "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "image_size": size, "epochs": FLAGS.epochs, "steps": FLAGS.epochs * int(np.ceil(train_size / 64)),
-        "train_images": FLAGS.train_images,
-        "seed": FLAGS.seed, "num_train": FLAGS.num_train, "num_test": FLAGS.num_test, "num_points": FLAGS.num_points,
+        **settings, "steps": FLAGS.epochs * int(np.ceil(train_size / 64)),
         "fid_features": features_name,
     }
     rows = []
