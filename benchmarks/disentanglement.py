@@ -1,6 +1,7 @@
 """Disentanglement on sprites: beta-VAEs (Bernoulli, Gaussian sigma=1), BS-VAE and the sigma-VAE.
 
-Each row trains a conv VAE (latent 10, batch 64, Adam 1e-3, no latent
+Each row trains a VAE (`--network`: the sigma-VAE paper's conv net or
+disentanglement_lib's; latent 10, batch 64, Adam 1e-3, no latent
 alignment, so the metrics see the encoder's own axes) on the `sprites:SIZE`
 source (9,000 train / 1,000 test images of the 10,000 seeded subset; with
 `--train_images=N`, N other combinations rendered here and saved with their
@@ -46,9 +47,12 @@ GROUPS = {"bernoulli": "Bernoulli beta-VAE", "gaussian sigma=1": "Gaussian sigma
 METRICS = ("beta_vae_score", "factor_vae_score", "mig", "sap", "dci_disentanglement", "dci_completeness",
            "dci_informativeness")
 RESULTS = Path(__file__).parent / "results"
+OLD_DEFAULTS = {"train_images": 0, "network": "conv"}
 
 flags.DEFINE_integer("epochs", 3, "Training epochs per row (9,000 images each).")
 flags.DEFINE_integer("image_size", 32, "Side of the sprites.")
+flags.DEFINE_enum("network", "conv", ["conv", "beta_vae_conv"], "Encoder/decoder: the sigma-VAE paper's conv net, or "
+                  "disentanglement_lib's (keras_vae.networks).")
 flags.DEFINE_list("rows", list(ROWS), "Rows to run (names of ROWS or EXTRA_ROWS).")
 flags.DEFINE_integer("train_images", 0, "Train on this many combinations outside the test split, rendered here "
                      "(seeded by --seed), instead of the 9,000 train images of sprites:SIZE; 0 keeps those.",
@@ -91,7 +95,7 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 
 def run_row(name: str, workdir: Path, features, x_test, dataset: str) -> dict:
     config = experiment.RunConfig(
-        **{**ROWS, **EXTRA_ROWS}[name], dataset=dataset, network="conv", latent_dim=10, batch_size=64,
+        **{**ROWS, **EXTRA_ROWS}[name], dataset=dataset, network=FLAGS.network, latent_dim=10, batch_size=64,
         learning_rate=1e-3, epochs=FLAGS.epochs, seed=FLAGS.seed, align_latents="none",
         out=str(workdir / name.replace(" ", "_").replace("=", "")),
     )
@@ -142,7 +146,8 @@ def to_markdown(rows: list[dict], header: dict) -> str:
         f"Command: `{header['command']}`. Machine: {header['machine']}; {header['date']}.",
         "",
         f"Data: `sprites:{header['image_size']}` ({header['image_size']}x{header['image_size']} dSprites-style "
-        f"sprites, {_train_data(header)} / 1,000 test of a seeded 10,000-image subset); conv VAE, latent 10, batch 64, "
+        f"sprites, {_train_data(header)} / 1,000 test of a seeded 10,000-image subset); "
+        f"`{header.get('network', 'conv')}` VAE, latent 10, batch 64, "
         f"Adam 1e-3, **{header['epochs']} epochs ({header['steps']} steps), seed {header['seed']}, one run per row**, "
         "no latent alignment. Metrics on freshly rendered sprites, seed "
         f"{header['seed']}: MIG/SAP/DCI on {header['num_train']} train + {header['num_test']} test draws, "
@@ -191,10 +196,12 @@ def main(argv):
                          "combinations lie outside the test split.")
     results = out.with_suffix(".json")
     previous = json.loads(results.read_text()) if FLAGS.append and results.exists() else None
-    settings = {"image_size": size, "epochs": FLAGS.epochs, "train_images": FLAGS.train_images, "seed": FLAGS.seed,
-                "num_train": FLAGS.num_train, "num_test": FLAGS.num_test, "num_points": FLAGS.num_points}
-    other = {key: previous["header"].get(key, 0) for key in settings
-             if previous and previous["header"].get(key, 0) != settings[key]}
+    settings = {"image_size": size, "network": FLAGS.network, "epochs": FLAGS.epochs,
+                "train_images": FLAGS.train_images, "seed": FLAGS.seed, "num_train": FLAGS.num_train,
+                "num_test": FLAGS.num_test, "num_points": FLAGS.num_points}
+    # Results written before a setting existed ran with its default.
+    earlier = {**OLD_DEFAULTS, **previous["header"]} if previous else {}
+    other = {key: earlier[key] for key in settings if previous and earlier[key] != settings[key]}
     if other:
         raise SystemExit(f"--append: {results} was run with other settings {other}; use another --out.")
     x_train = data.load_arrays(f"sprites:{size}", "train")

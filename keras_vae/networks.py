@@ -9,6 +9,9 @@ of their stride and crop to the exact image size, so odd sizes work.
 - `conv`: exactly the small network of the sigma-VAE paper's reference code
   (its last layer a `NarrowConv2DTranspose`: the same transposed convolution,
   computed faster).
+- `beta_vae_conv`: the network of the beta-VAE paper (Higgins et al. 2017,
+  Table 1, row 3) as disentanglement_lib trains it on dSprites: four
+  stride-2 convolutions and a 256-unit dense layer each way.
 - `mlp`: two dense layers each way.
 - `resnet`: residual blocks at each resolution (BS-VAE style).
 """
@@ -23,7 +26,7 @@ from keras import layers
 
 from keras_vae.conv_transpose import NarrowConv2DTranspose
 
-NAMES = ("conv", "mlp", "resnet")
+NAMES = ("conv", "beta_vae_conv", "mlp", "resnet")
 
 
 def check_image_shape(shape, argument: str) -> tuple[int, int, int]:
@@ -108,6 +111,66 @@ def conv_decoder(
     x = layers.Conv2DTranspose(32, 6, strides=2, padding="same", activation="relu")(x)
     # Same layer as Conv2DTranspose; 2.3-2.9x faster to train with 1-2 output channels (conv_transpose.py).
     x = NarrowConv2DTranspose(channels * params_per_channel, 5, strides=1, padding="same")(x)
+    return keras.Model(z, crop_to(x, height, width), name=name)
+
+
+def beta_vae_conv_encoder(input_shape, name: str = "beta_vae_conv_encoder") -> keras.Model:
+    """disentanglement_lib's `conv_encoder`: Conv(32,k4,s2)-Conv(32,k4,s2)-Conv(64,k2,s2)-Conv(64,k2,s2)-Dense(256).
+
+    ReLU after every layer; the posterior head reads the 256 features.
+
+    Args:
+        input_shape: `(height, width, channels)`.
+        name: Model name. Defaults to `"beta_vae_conv_encoder"`.
+
+    Returns:
+        A functional `keras.Model` from images to features `(batch, 256)`.
+
+    Example:
+
+    >>> beta_vae_conv_encoder((64, 64, 1)).output_shape
+    (None, 256)
+    """
+    shape = check_image_shape(input_shape, "input_shape")
+    x_in = keras.Input(shape, name="x")
+    x = x_in
+    for filters, kernel_size in ((32, 4), (32, 4), (64, 2), (64, 2)):
+        x = layers.Conv2D(filters, kernel_size, strides=2, padding="same", activation="relu")(x)
+    x = layers.Dense(256, activation="relu")(layers.Flatten()(x))
+    return keras.Model(x_in, x, name=name)
+
+
+def beta_vae_conv_decoder(
+    output_shape, latent_dim: int = 20, params_per_channel: int = 1, name: str = "beta_vae_conv_decoder"
+) -> keras.Model:
+    """disentanglement_lib's `deconv_decoder`: Dense(256)-Dense(h*w*64)-ConvT(64/32/32/C, k4, s2).
+
+    ReLU after every layer but the last; the seed map `h x w x 64` is
+    `ceil(H/16) x ceil(W/16) x 64` (4x4 at 64x64, as in disentanglement_lib).
+
+    Args:
+        output_shape: The image shape `(height, width, channels)`.
+        latent_dim: Size of z. Defaults to 20.
+        params_per_channel: Decoder outputs per image channel. Defaults to 1.
+        name: Model name. Defaults to `"beta_vae_conv_decoder"`.
+
+    Returns:
+        A functional `keras.Model` from z to `(batch, H, W, C * params_per_channel)`.
+
+    Example:
+
+    >>> beta_vae_conv_decoder((32, 32, 1), latent_dim=10).output_shape
+    (None, 32, 32, 1)
+    """
+    height, width, channels = check_image_shape(output_shape, "output_shape")
+    z = keras.Input((latent_dim,), name="z")
+    seed_h, seed_w = math.ceil(height / 16), math.ceil(width / 16)
+    x = layers.Dense(256, activation="relu")(z)
+    x = layers.Dense(seed_h * seed_w * 64, activation="relu", name=f"{name}_dense")(x)
+    x = layers.Reshape((seed_h, seed_w, 64))(x)
+    for filters in (64, 32, 32):
+        x = layers.Conv2DTranspose(filters, 4, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2DTranspose(channels * params_per_channel, 4, strides=2, padding="same")(x)
     return keras.Model(z, crop_to(x, height, width), name=name)
 
 
@@ -199,6 +262,7 @@ def resnet_decoder(
 
 _BUILDERS: dict[str, tuple[Callable, Callable]] = {
     "conv": (conv_encoder, conv_decoder),
+    "beta_vae_conv": (beta_vae_conv_encoder, beta_vae_conv_decoder),
     "mlp": (mlp_encoder, mlp_decoder),
     "resnet": (resnet_encoder, resnet_decoder),
 }

@@ -24,7 +24,7 @@ from typing import Any
 MODEL_NAMES = ("vae", "hierarchical", "vqvae", "gumbel", "conditional", "spatial", "sequence")
 LIKELIHOOD_NAMES = ("bernoulli", "gaussian", "learned", "optimal", "optimal_per_image", "optimal_per_channel",
                     "per_pixel", "categorical", "logistic_mixture")
-NETWORK_NAMES = ("conv", "mlp", "resnet", "pixelcnn")
+NETWORK_NAMES = ("conv", "beta_vae_conv", "mlp", "resnet", "pixelcnn")
 STRATEGIES = ("none", "mirrored", "multiworker")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
 LATENT_ALIGNMENTS = ("whiten", "center", "none")
@@ -67,8 +67,8 @@ class RunConfig:
     model: str = setting("vae", "Model family (conditional uses the labels).", choices=MODEL_NAMES)
     likelihood: str = setting("optimal", "Decoder likelihood.", choices=LIKELIHOOD_NAMES)
     sigma: float = setting(1.0, "Fixed sigma for --likelihood=gaussian.")
-    network: str = setting("conv", "Encoder/decoder network; 'pixelcnn' trains a VLAE (conv encoder, PixelCNN "
-                           "decoder).", choices=NETWORK_NAMES)
+    network: str = setting("conv", "Encoder/decoder network ('beta_vae_conv': disentanglement_lib's); 'pixelcnn' "
+                           "trains a VLAE (conv encoder, PixelCNN decoder).", choices=NETWORK_NAMES)
     latent_dim: int = setting(20, "Size of z.", lower_bound=1)
     beta: float = setting(1.0, "KL weight (BS-VAE: optimal_per_image with beta). Unset on the command line: the "
                           "model's own default (1e-6 for --model=spatial, 1.0 for the others).", lower_bound=0.0)

@@ -45,6 +45,24 @@ def test_conv_decoder_is_the_papers_and_costs_93_mflop_forward():
     assert 90e6 < 2 * macs < 96e6
 
 
+def test_beta_vae_conv_is_disentanglement_libs_at_64x64():
+    # disentanglement_lib/methods/shared/architectures.py: conv_encoder and deconv_decoder.
+    encoder = networks.beta_vae_conv_encoder((64, 64, 1))
+    spec = [(layer.filters, layer.kernel_size[0], layer.strides, layer.output.shape[1])
+            for layer in conv_layers(encoder)]
+    assert spec == [(32, 4, (2, 2), 32), (32, 4, (2, 2), 16), (64, 2, (2, 2), 8), (64, 2, (2, 2), 4)]
+    dense = [layer for layer in encoder.layers if isinstance(layer, keras.layers.Dense)]
+    assert [(layer.kernel.shape[0], layer.units) for layer in dense] == [(4 * 4 * 64, 256)]
+    decoder = networks.beta_vae_conv_decoder((64, 64, 1), latent_dim=10)
+    dense = [layer for layer in decoder.layers if isinstance(layer, keras.layers.Dense)]
+    assert [(layer.units, layer.activation.__name__) for layer in dense] == [(256, "relu"), (1024, "relu")]
+    spec = [(layer.filters, layer.kernel_size[0], layer.strides, layer.activation.__name__)
+            for layer in conv_layers(decoder)]
+    assert spec == [(64, 4, (2, 2), "relu"), (32, 4, (2, 2), "relu"), (32, 4, (2, 2), "relu"), (1, 4, (2, 2), "linear")]
+    assert all(layer.activation.__name__ == "relu" for layer in conv_layers(encoder))
+    assert decoder.output_shape == (None, 64, 64, 1) and encoder.output_shape == (None, 256)
+
+
 @pytest.mark.parametrize("name", networks.NAMES)
 @pytest.mark.parametrize("shape", [(28, 28, 1), (27, 27, 1), (32, 32, 3), (64, 64, 3), (13, 17, 2)])
 def test_decoders_match_any_image_shape(name, shape):

@@ -134,7 +134,7 @@ def test_unfitted_model_saves_its_weights(tmp_path):
     assert_round_trip(vae, tmp_path / "fresh.keras", make_images(4), method="reconstruct")
 
 
-@pytest.mark.parametrize("network", ["conv", "mlp", "resnet"])
+@pytest.mark.parametrize("network", ["conv", "beta_vae_conv", "mlp", "resnet"])
 @pytest.mark.parametrize("shape", [(28, 28, 1), (27, 27, 1), (32, 32, 3), (64, 64, 3)])
 def test_each_network_and_image_size_trains_one_step(network, shape):
     x = make_images(4, shape)

@@ -721,7 +721,7 @@ def build(family: type[VAE], input_shape, network: str = "conv", likelihood="opt
     Args:
         family: `VAE` or a subclass (its `networks_for` makes the networks).
         input_shape: Image shape `(height, width, channels)`.
-        network: A `keras_vae.networks` name (`"conv"`, `"mlp"`, `"resnet"`). Defaults to `"conv"`.
+        network: A `keras_vae.networks` name (`keras_vae.networks.NAMES`). Defaults to `"conv"`.
         likelihood: A `Likelihood` or a name for `likelihoods.get`. Defaults to `"optimal"`.
         sigma: The fixed sigma when `likelihood="gaussian"`. Defaults to 1.0.
         **arguments: `latent_dim` (the family's latent size, see its `networks_for`), the
