@@ -1,7 +1,7 @@
 """Disentanglement on sprites: beta-VAEs (Bernoulli, Gaussian sigma=1), BS-VAE and the sigma-VAE.
 
-Each row trains a VAE (`--network`: the sigma-VAE paper's conv net or
-disentanglement_lib's; latent 10, batch 64, Adam 1e-3, no latent
+Each row trains a VAE (`--network`: disentanglement_lib's network by
+default, or the sigma-VAE paper's conv net; latent 10, batch 64, Adam 1e-3, no latent
 alignment, so the metrics see the encoder's own axes) on the `sprites:SIZE`
 source (9,000 train / 1,000 test images of the 10,000 seeded subset; with
 `--train_images=N`, N other combinations rendered here and saved with their
@@ -15,7 +15,7 @@ train split to tell the 18 shape x scale classes). Writes
 `## Reading` section of the `.md` is kept when the tables are rewritten.
 
     nice -n 10 python benchmarks/disentanglement.py [--epochs=3] [--image_size=32] [--rows=...]
-        [--train_images=200000]
+        [--train_images=200000] [--network=conv]
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ OLD_DEFAULTS = {"train_images": 0, "network": "conv"}
 
 flags.DEFINE_integer("epochs", 3, "Training epochs per row (9,000 images each).")
 flags.DEFINE_integer("image_size", 32, "Side of the sprites.")
-flags.DEFINE_enum("network", "conv", ["conv", "beta_vae_conv"], "Encoder/decoder: the sigma-VAE paper's conv net, or "
-                  "disentanglement_lib's (keras_vae.networks).")
+flags.DEFINE_enum("network", "beta_vae_conv", ["conv", "beta_vae_conv"], "Encoder/decoder: disentanglement_lib's "
+                  "(the default), or the sigma-VAE paper's conv net (keras_vae.networks).")
 flags.DEFINE_list("rows", list(ROWS), "Rows to run (names of ROWS or EXTRA_ROWS).")
 flags.DEFINE_integer("train_images", 0, "Train on this many combinations outside the test split, rendered here "
                      "(seeded by --seed), instead of the 9,000 train images of sprites:SIZE; 0 keeps those.",
