@@ -47,7 +47,7 @@ GROUPS = {"bernoulli": "Bernoulli beta-VAE", "gaussian sigma=1": "Gaussian sigma
 METRICS = ("beta_vae_score", "factor_vae_score", "mig", "sap", "dci_disentanglement", "dci_completeness",
            "dci_informativeness")
 RESULTS = Path(__file__).parent / "results"
-OLD_DEFAULTS = {"train_images": 0, "network": "conv"}
+OLD_DEFAULTS = {"train_images": 0, "network": "conv", "kl_warmup_steps": 0}
 
 flags.DEFINE_integer("epochs", 3, "Training epochs per row (9,000 images each).")
 flags.DEFINE_integer("image_size", 32, "Side of the sprites.")
@@ -57,6 +57,8 @@ flags.DEFINE_list("rows", list(ROWS), "Rows to run (names of ROWS or EXTRA_ROWS)
 flags.DEFINE_integer("train_images", 0, "Train on this many combinations outside the test split, rendered here "
                      "(seeded by --seed), instead of the 9,000 train images of sprites:SIZE; 0 keeps those.",
                      lower_bound=0)
+flags.DEFINE_integer("kl_warmup_steps", 0, "Linear KL warm-up from 0 to each row's beta over this many steps "
+                     "(0: none).", lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Seed of every run and of the metrics' draws.")
 flags.DEFINE_integer("num_train", 1000, "Draws the MIG, SAP and DCI estimators train on.")
 flags.DEFINE_integer("num_test", 500, "Draws SAP and DCI are tested on.")
@@ -96,7 +98,8 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 def run_row(name: str, workdir: Path, features, x_test, dataset: str) -> dict:
     config = experiment.RunConfig(
         **{**ROWS, **EXTRA_ROWS}[name], dataset=dataset, network=FLAGS.network, latent_dim=10, batch_size=64,
-        learning_rate=1e-3, epochs=FLAGS.epochs, seed=FLAGS.seed, align_latents="none",
+        learning_rate=1e-3, epochs=FLAGS.epochs, kl_warmup_steps=FLAGS.kl_warmup_steps, seed=FLAGS.seed,
+        align_latents="none",
         out=str(workdir / name.replace(" ", "_").replace("=", "")),
     )
     model, metrics = experiment.train(config, verbose=0)
@@ -148,7 +151,8 @@ def to_markdown(rows: list[dict], header: dict) -> str:
         f"Data: `sprites:{header['image_size']}` ({header['image_size']}x{header['image_size']} dSprites-style "
         f"sprites, {_train_data(header)} / 1,000 test of a seeded 10,000-image subset); "
         f"`{header.get('network', 'conv')}` VAE, latent 10, batch 64, "
-        f"Adam 1e-3, **{header['epochs']} epochs ({header['steps']} steps), seed {header['seed']}, one run per row**, "
+        f"Adam 1e-3, KL warm-up {header.get('kl_warmup_steps', 0)} steps, **{header['epochs']} epochs "
+        f"({header['steps']} steps), seed {header['seed']}, one run per row**, "
         "no latent alignment. Metrics on freshly rendered sprites, seed "
         f"{header['seed']}: MIG/SAP/DCI on {header['num_train']} train + {header['num_test']} test draws, "
         f"BetaVAE/FactorVAE scores on {header['num_points']} training and {header['num_points'] // 2} evaluation "
@@ -196,9 +200,9 @@ def main(argv):
                          "combinations lie outside the test split.")
     results = out.with_suffix(".json")
     previous = json.loads(results.read_text()) if FLAGS.append and results.exists() else None
-    settings = {"image_size": size, "network": FLAGS.network, "epochs": FLAGS.epochs,
-                "train_images": FLAGS.train_images, "seed": FLAGS.seed, "num_train": FLAGS.num_train,
-                "num_test": FLAGS.num_test, "num_points": FLAGS.num_points}
+    settings = {"image_size": size, "network": FLAGS.network, "kl_warmup_steps": FLAGS.kl_warmup_steps,
+                "epochs": FLAGS.epochs, "train_images": FLAGS.train_images, "seed": FLAGS.seed,
+                "num_train": FLAGS.num_train, "num_test": FLAGS.num_test, "num_points": FLAGS.num_points}
     # Results written before a setting existed ran with its default.
     earlier = {**OLD_DEFAULTS, **previous["header"]} if previous else {}
     other = {key: earlier[key] for key in settings if previous and earlier[key] != settings[key]}
