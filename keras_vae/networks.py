@@ -51,11 +51,18 @@ def crop_to(x, height: int, width: int):
     )(x)
 
 
-def _decoder_seed(latent_dim: int, height: int, width: int, factor: int, channels: int, name: str):
-    """Latent input -> Dense -> a `ceil(H/factor) x ceil(W/factor) x channels` map."""
+def _decoder_seed(latent_dim: int, height: int, width: int, factor: int, channels: int, name: str,
+                  hidden: tuple[int, ...] = (), activation: str | None = None):
+    """Latent input -> Dense ReLU layers of sizes `hidden` -> Dense -> a `ceil(H/f) x ceil(W/f) x channels` map.
+
+    `f` is `factor`; the last Dense layer applies `activation` (none by default).
+    """
     z = keras.Input((latent_dim,), name="z")
     seed_h, seed_w = math.ceil(height / factor), math.ceil(width / factor)
-    x = layers.Dense(seed_h * seed_w * channels, name=f"{name}_dense")(z)
+    x = z
+    for units in hidden:
+        x = layers.Dense(units, activation="relu")(x)
+    x = layers.Dense(seed_h * seed_w * channels, activation=activation, name=f"{name}_dense")(x)
     return z, layers.Reshape((seed_h, seed_w, channels))(x)
 
 
@@ -163,11 +170,7 @@ def beta_vae_conv_decoder(
     (None, 32, 32, 1)
     """
     height, width, channels = check_image_shape(output_shape, "output_shape")
-    z = keras.Input((latent_dim,), name="z")
-    seed_h, seed_w = math.ceil(height / 16), math.ceil(width / 16)
-    x = layers.Dense(256, activation="relu")(z)
-    x = layers.Dense(seed_h * seed_w * 64, activation="relu", name=f"{name}_dense")(x)
-    x = layers.Reshape((seed_h, seed_w, 64))(x)
+    z, x = _decoder_seed(latent_dim, height, width, 16, 64, name, hidden=(256,), activation="relu")
     for filters in (64, 32, 32):
         x = layers.Conv2DTranspose(filters, 4, strides=2, padding="same", activation="relu")(x)
     x = layers.Conv2DTranspose(channels * params_per_channel, 4, strides=2, padding="same")(x)
