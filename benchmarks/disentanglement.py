@@ -203,11 +203,11 @@ def main(argv):
     settings = {"image_size": size, "network": FLAGS.network, "kl_warmup_steps": FLAGS.kl_warmup_steps,
                 "epochs": FLAGS.epochs, "train_images": FLAGS.train_images, "seed": FLAGS.seed,
                 "num_train": FLAGS.num_train, "num_test": FLAGS.num_test, "num_points": FLAGS.num_points}
-    # Results written before a setting existed ran with its default.
-    earlier = {**OLD_DEFAULTS, **previous["header"]} if previous else {}
-    other = {key: earlier[key] for key in settings if previous and earlier[key] != settings[key]}
-    if other:
-        raise SystemExit(f"--append: {results} was run with other settings {other}; use another --out.")
+    if previous:
+        earlier = {**OLD_DEFAULTS, **previous["header"]}  # results older than a setting ran with its default
+        other = {key: earlier[key] for key in settings if earlier[key] != settings[key]}
+        if other:
+            raise SystemExit(f"--append: {results} was run with other settings {other}; use another --out.")
     x_train = data.load_arrays(f"sprites:{size}", "train")
     x_test = data.load_arrays(f"sprites:{size}", "test")
     features, features_name = fid_features(x_train, data.factors(f"sprites:{size}", "train")[0])
